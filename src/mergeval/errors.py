@@ -1,0 +1,34 @@
+"""Errors about the user's input: each names the file, the line and what was expected.
+
+The CLI prints every Problem as `file:line: message` and exits with status 2; nothing is
+written or merged when any problem is found (validate first, then spend GPU time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    line: int | None  # 1-based; None when the problem is about the file as a whole
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else f"{self.path}"
+        return f"{where}: {self.message}"
+
+
+class InputError(Exception):
+    """One or more problems with the user's files (recipes, items, judge settings)."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def raise_if_any(problems: list[Problem]) -> None:
+    if problems:
+        raise InputError(problems)
