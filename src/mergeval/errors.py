@@ -32,3 +32,15 @@ class InputError(Exception):
 def raise_if_any(problems: list[Problem]) -> None:
     if problems:
         raise InputError(problems)
+
+
+class SweepFailed(RuntimeError):
+    """Some models failed; the run folder was still written for everything else."""
+
+    def __init__(self, run_dir: str, failures: int):
+        super().__init__(run_dir, failures)
+        self.run_dir = run_dir
+        self.failures = failures
+
+    def __str__(self) -> str:
+        return f"{self.failures} model(s) failed; see {self.run_dir}/report.md"

@@ -1,0 +1,88 @@
+"""The answer stage: a model under test answers every item, batched, saved as it goes.
+
+    from mergeval.answer import GenerationSettings, answer_items
+    stage = answer_items(model_id, model_dir, items, GenerationSettings(), answers_file)
+
+Answers are appended to a JSON-lines file per (model, generation settings) as each batch
+finishes; items already in it are not answered again, so a killed stage resumes where it
+stopped and an edited item is the only one answered again.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import store
+from .hashing import content_hash
+from .items import Item
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 64  # the toy items need a handful; raise it for real models
+    temperature: float = 0.0  # greedy by default: a ranking should not move between runs
+    top_p: float = 1.0
+    seed: int = 0
+    batch_size: int = 32
+    backend: str = "transformers"
+    device: str = "auto"  # "auto": cuda when available, else cpu
+
+    def fingerprint(self) -> str:
+        # batch size and device do not change greedy outputs' meaning; keep them out of the key
+        d = asdict(self)
+        d.pop("batch_size")
+        d.pop("device")
+        return content_hash(d)
+
+
+@dataclass(frozen=True)
+class AnswerStage:
+    answers: dict[str, dict]  # item id → answer record
+    computed: int
+    reused: int
+    seconds: float
+
+
+def answers_file(state: Path, model_id: str, settings: GenerationSettings) -> Path:
+    return state / "answers" / model_id / f"{settings.fingerprint()[:16]}.jsonl"
+
+
+def _saved(path: Path) -> dict[str, dict]:
+    return {r["item_hash"]: r for r in store.read_jsonl(path)}
+
+
+def missing_items(path: Path, items: list[Item]) -> list[Item]:
+    saved = _saved(path)
+    return [it for it in items if it.hash not in saved]
+
+
+def answer_items(
+    model_id: str,
+    model_dir: Path,
+    items: list[Item],
+    settings: GenerationSettings,
+    path: Path,
+    log=lambda msg: None,
+) -> AnswerStage:
+    started = time.perf_counter()
+    todo = missing_items(path, items)
+    if todo:
+        from .generate import Generator  # torch is imported only when there is work
+
+        with Generator(model_dir, settings) as gen:
+            done = 0
+            for batch, texts, usage in gen.answer(items, {it.id for it in todo}):
+                store.append_jsonl(path, [_record(model_id, it, t, u) for it, t, u in zip(batch, texts, usage)])
+                done += len(batch)
+                log(f"{model_id}: answered {done}/{len(todo)}")
+        gc.collect()
+    saved = _saved(path)
+    answers = {it.id: saved[it.hash] for it in items}
+    return AnswerStage(answers, len(todo), len(items) - len(todo), time.perf_counter() - started)
+
+
+def _record(model_id: str, item: Item, text: str, usage: dict) -> dict:
+    return {"model": model_id, "item_id": item.id, "item_hash": item.hash, "answer": text, **usage}

@@ -1,0 +1,156 @@
+"""The build stage: one recipe → one merged model directory, named by what produced it.
+
+    from mergeval.build import build
+    built = build(recipe, workspace)      # BuiltModel(path=..., key=..., cached=False)
+
+Each merge runs in its own subprocess (mergeval.merge_worker). The output appears under a
+temporary name, is renamed into place, and gets its completion marker last, so a merge
+killed at any point leaves nothing that counts as built.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import yaml
+
+from . import models, store
+from .hashing import content_hash
+from .recipes import Recipe
+from .workspace import Workspace
+
+DEFAULT_SEED = 0  # every merge gets a seed, so stochastic methods rebuild bit-identical
+
+
+class BuildError(RuntimeError):
+    """A merge that could not be built; the message names the recipe and says why."""
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    name: str
+    key: str
+    path: Path
+    cached: bool
+    seconds: float
+
+
+def _with_fingerprints(node, fingerprints: dict[str, str]):
+    """The recipe with each source path replaced by its content fingerprint."""
+    if isinstance(node, dict):
+        return {k: _with_fingerprints(v, fingerprints) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_with_fingerprints(v, fingerprints) for v in node]
+    if isinstance(node, str) and node in fingerprints:
+        return "model:" + fingerprints[node]
+    return node
+
+
+def build_key(recipe: Recipe, fingerprints: dict[str, str] | None = None) -> str:
+    """Hash of the normalized recipe, its sources' content, mergekit's version and the seed.
+
+    Paths do not enter the key, so a moved workspace or a renamed recipe file still hits.
+    """
+    if fingerprints is None:
+        fingerprints = {str(p): models.fingerprint(p) for p in recipe.sources}
+    return content_hash(
+        {
+            "recipe": _with_fingerprints(recipe.config, fingerprints),
+            "mergekit": version("mergekit"),
+            "seed": seed_of(recipe),
+        }
+    )
+
+
+def seed_of(recipe: Recipe) -> int:
+    return DEFAULT_SEED if recipe.random_seed is None else recipe.random_seed
+
+
+def output_dir(workspace: Workspace, recipe: Recipe, key: str) -> Path:
+    return workspace.state / "models" / f"{recipe.name}-{key[:16]}"
+
+
+def estimate_bytes(recipe: Recipe) -> int:
+    """Room a merge needs: the largest source, scaled by output layers for franken-merges."""
+    largest = max(models.weights_size(p) for p in recipe.sources)
+    slices = recipe.config.get("slices") or []
+    if slices:
+        out_layers = sum(
+            s["sources"][0]["layer_range"][1] - s["sources"][0]["layer_range"][0] for s in slices
+        )
+        src_layers = models.num_layers(recipe.sources[0]) or out_layers
+        largest = largest * max(1.0, out_layers / src_layers)
+    return int(largest * 1.1) + (1 << 20)
+
+
+def _clear_stale_temps(parent: Path, stem: str) -> None:
+    """Remove what a killed build left (`.tmp-<stem>-<pid>` and its config file)."""
+    for tmp in parent.glob(f".tmp-{stem}-*"):
+        pid = tmp.name.rsplit("-", 1)[-1].split(".")[0]
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue  # another build of the same recipe is running right now
+        if tmp.is_dir():
+            store.remove_tree(tmp)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def build(
+    recipe: Recipe, workspace: Workspace, *, device: str = "cpu", key: str | None = None
+) -> BuiltModel:
+    key = key or build_key(recipe)
+    final = output_dir(workspace, recipe, key)
+    if store.is_complete(final):
+        return BuiltModel(recipe.name, key, final, cached=True, seconds=0.0)
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    need, free = estimate_bytes(recipe), models.free_bytes(final.parent)
+    if need > free:
+        raise BuildError(
+            f"{recipe.path}: not enough disk for the merge under {final.parent}: "
+            f"needs about {need / 2**30:.2f} GiB, {free / 2**30:.2f} GiB free"
+        )
+    _clear_stale_temps(final.parent, final.name)
+    store.remove_tree(final)  # renamed into place but killed before its marker: not built
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    store.remove_tree(tmp)
+    tmp.mkdir()
+    config_file = tmp.parent / f".tmp-{final.name}-{os.getpid()}.yaml"
+    store.write_atomic(config_file, yaml.safe_dump(recipe.config, sort_keys=False))
+
+    started = time.perf_counter()
+    cmd = [sys.executable, "-m", "mergeval.merge_worker", str(config_file), str(tmp),
+           "--seed", str(seed_of(recipe)), "--device", device]
+    if getattr(recipe, "trust_remote_code", False):
+        cmd.append("--trust-remote-code")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    config_file.unlink(missing_ok=True)
+    if proc.returncode != 0 or not (tmp / "config.json").exists():
+        store.remove_tree(tmp)
+        raise BuildError(f"{recipe.path}: mergekit failed: {_last_error(proc.stderr)}")
+
+    store.write_atomic(tmp / "mergeval_recipe.yaml", recipe.text)
+    os.replace(tmp, final)
+    seconds = time.perf_counter() - started
+    store.mark_complete(final, {"recipe": recipe.name, "key": key, "seconds": round(seconds, 3)})
+    return BuiltModel(recipe.name, key, final, cached=False, seconds=seconds)
+
+
+def _last_error(stderr: str) -> str:
+    """mergekit's own message: the last non-empty line of its traceback."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output (killed?)"

@@ -1,0 +1,102 @@
+"""Plan a sweep: validate every input, then list the models to rank and their stage keys.
+
+Everything the sweep needs is read and checked here, before any GPU time is spent: recipes
+(strictly), items, judge settings. A problem anywhere is an InputError listing them all.
+Merges *and* the source models they name are candidates: the question a sweep answers is
+whether a merge beat its parents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import build, models
+from .answer import GenerationSettings
+from .errors import InputError
+from .items import Item, load_items
+from .proctora.settings import JudgeSettings, load_settings
+from .recipes import Recipe, load_recipes
+from .workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str  # a merge: its recipe's file stem; a source model: its directory name
+    kind: str  # "merge" or "source"
+    model_id: str  # storage id: name + content key (build key, or source fingerprint)
+    key: str
+    path: Path  # a source's directory, or where the merge is (or will be) built
+    recipe: Recipe | None = None
+    parents: tuple[str, ...] = ()
+    method: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    workspace: Workspace
+    configs: Path
+    items_dir: Path
+    judge_file: Path
+    items: tuple[Item, ...]
+    judge: JudgeSettings
+    judge_fingerprint: str  # computed once: for a local judge it hashes the model's content
+    generation: GenerationSettings
+    candidates: tuple[Candidate, ...]
+    recipes: tuple[Recipe, ...]
+
+    def candidate(self, name: str) -> Candidate:
+        return next(c for c in self.candidates if c.name == name)
+
+
+def source_names(paths: list[Path]) -> dict[Path, str]:
+    """Directory names, made unique with their parent folder where two sources clash."""
+    names: dict[Path, str] = {}
+    for p in paths:
+        name = p.name
+        if name in names.values():
+            name = f"{p.parent.name}/{p.name}"
+        names[p] = name
+    return names
+
+
+def plan_sweep(
+    workspace: Workspace,
+    configs: Path,
+    items_dir: Path,
+    judge_file: Path,
+    generation: GenerationSettings | None = None,
+) -> SweepPlan:
+    problems = []
+
+    def collect(load):
+        try:
+            return load()
+        except InputError as e:
+            problems.extend(e.problems)
+
+    recipes = collect(lambda: load_recipes([configs], workspace)) or []
+    items = collect(lambda: load_items(items_dir)) or []
+    judge = collect(lambda: load_settings(judge_file, workspace))
+    if problems:
+        raise InputError(problems)
+
+    sources = list(dict.fromkeys(p for r in recipes for p in r.sources))
+    fingerprints = {str(p): models.fingerprint(p) for p in sources}
+    names = source_names(sources)
+    candidates = [
+        Candidate(names[p], "source", f"{p.name}-{fingerprints[str(p)][:16]}", fingerprints[str(p)], p)
+        for p in sources
+    ]
+    for r in recipes:
+        key = build.build_key(r, fingerprints)
+        candidates.append(
+            Candidate(
+                r.name, "merge", f"{r.name}-{key[:16]}", key, build.output_dir(workspace, r, key),
+                recipe=r, parents=tuple(names[p] for p in r.sources), method=r.method,
+            )
+        )
+    return SweepPlan(
+        workspace, configs, items_dir, judge_file, tuple(items), judge, judge.fingerprint(),
+        generation or GenerationSettings(), tuple(candidates), tuple(recipes),
+    )

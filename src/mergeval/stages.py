@@ -1,0 +1,156 @@
+"""The sweep's stages as plain functions over a plan and a candidate model.
+
+The Prefect flow (flows/sweep.py) wraps each in a task; `run_direct` calls them in a plain
+loop (the benchmark's baseline, and proof that the engine needs no Prefect). Each function
+returns a small summary dict; the outputs themselves live in the workspace's state folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import answer, build, grade, models, store
+from .hashing import content_hash
+from .plan import Candidate, SweepPlan
+from .proctora.judge import Judge, JudgeRequest
+from .proctora.prompt import render_prompt
+
+
+def answers_path(plan: SweepPlan, cand: Candidate) -> Path:
+    return answer.answers_file(plan.workspace.state, cand.model_id, plan.generation)
+
+
+def grades_path(plan: SweepPlan, cand: Candidate) -> Path:
+    return grade.grades_file(plan.workspace.state, cand.model_id, plan.judge_fingerprint)
+
+
+def answer_key(plan: SweepPlan, cand: Candidate) -> str:
+    return content_hash({"model": cand.key, "generation": plan.generation.fingerprint(),
+                         "items": sorted(it.hash for it in plan.items)})
+
+
+def grade_stage_key(plan: SweepPlan, cand: Candidate) -> str:
+    return content_hash({"answers": answer_key(plan, cand), "judge": plan.judge_fingerprint,
+                         "items": sorted(it.criterion_hash for it in plan.items)})
+
+
+def answers_complete(plan: SweepPlan, cand: Candidate) -> bool:
+    return not answer.missing_items(answers_path(plan, cand), list(plan.items))
+
+
+def load_answers(plan: SweepPlan, cand: Candidate) -> dict[str, dict]:
+    saved = {r["item_hash"]: r for r in store.read_jsonl(answers_path(plan, cand))}
+    return {it.id: saved[it.hash] for it in plan.items}
+
+
+def grades_complete(plan: SweepPlan, cand: Candidate) -> bool:
+    if not answers_complete(plan, cand):
+        return False
+    return not grade.pending(grades_path(plan, cand), list(plan.items), load_answers(plan, cand),
+                             plan.judge_fingerprint)
+
+
+def built(cand: Candidate) -> bool:
+    return store.is_complete(cand.path)
+
+
+def needs_build(plan: SweepPlan, cand: Candidate) -> bool:
+    """A merge is built only while its answers are incomplete: weights pruned after
+    answering are not rebuilt just to learn what is already saved."""
+    return cand.kind == "merge" and not answers_complete(plan, cand)
+
+
+def build_stage(plan: SweepPlan, cand: Candidate, log=print) -> dict:
+    built = build.build(cand.recipe, plan.workspace, key=cand.key)
+    log(f"build {cand.name}: {'cached' if built.cached else f'built in {built.seconds:.1f}s'}")
+    return {"executed": int(not built.cached), "cached": int(built.cached), "seconds": built.seconds,
+            "bytes": models.dir_size(built.path)}
+
+
+def answer_stage(plan: SweepPlan, cand: Candidate, log=print) -> dict:
+    stage = answer.answer_items(cand.model_id, cand.path, list(plan.items), plan.generation,
+                                answers_path(plan, cand), log=log)
+    log(f"answer {cand.name}: {stage.computed} answered, {stage.reused} already saved")
+    return {"executed": stage.computed, "cached": stage.reused, "seconds": stage.seconds}
+
+
+def render_request(plan: SweepPlan, template: str):
+    def render(item, text: str) -> JudgeRequest:
+        return JudgeRequest(prompt=render_prompt(
+            template, question=item.question, criterion=item.criterion, answer=text,
+            reference=item.reference, score_descriptions=dict(item.score_descriptions),
+            scale=tuple(plan.judge.scale)))
+    return render
+
+
+def grade_stage(plan: SweepPlan, cand: Candidate, log=print) -> dict:
+    stage = grade.grade_answers(
+        list(plan.items), load_answers(plan, cand), grades_path(plan, cand),
+        judge_fingerprint=plan.judge_fingerprint, scale=tuple(plan.judge.scale),
+        open_judge=lambda: Judge(plan.judge, plan.workspace, cache_dir=plan.workspace.state / "judge-cache"),
+        render=render_request(plan, plan.judge.template_text), log=log,
+    )
+    log(f"grade {cand.name}: {stage.computed} graded, {stage.reused} already graded")
+    return {"executed": stage.computed, "cached": stage.reused, "seconds": stage.seconds}
+
+
+def load_grades(plan: SweepPlan, cand: Candidate) -> dict[str, dict]:
+    answers = load_answers(plan, cand)
+    by_key = {r["grade_key"]: r for r in store.read_jsonl(grades_path(plan, cand))}
+    return {it.id: by_key[grade.grade_key(answers[it.id]["answer"], it, plan.judge_fingerprint)]
+            for it in plan.items}
+
+
+def result_records(plan: SweepPlan, cand: Candidate) -> list[dict]:
+    """The run's results.jsonl lines for one model, in item order."""
+    grades = load_grades(plan, cand)
+    return [{"model": cand.name, "kind": cand.kind, **{k: v for k, v in grades[it.id].items() if k != "grade_key"}}
+            for it in plan.items]
+
+
+def parse_keep(keep: str) -> int | None:
+    """'all' → None (keep every merge), 'none' → 0, 'top-K' → K."""
+    if keep == "all":
+        return None
+    if keep == "none":
+        return 0
+    if keep.startswith("top-") and keep[4:].isdigit():
+        return int(keep[4:])
+    raise ValueError(f"--keep must be all, none or top-K, not {keep!r}")
+
+
+def mean_score(plan: SweepPlan, cand: Candidate) -> float:
+    scored = [(g["score"], g["weight"]) for g in load_grades(plan, cand).values() if g["score"] is not None]
+    return sum(s * w for s, w in scored) / sum(w for _, w in scored) if scored else float("-inf")
+
+
+def prune(plan: SweepPlan, graded: list[Candidate], keep: str, log=print) -> list[str]:
+    """Delete merged weights not in the top-K of the merges graded so far.
+
+    Pruning as merges finish is exact: a merge dropped now already has K better ones, so it
+    cannot be in the final top K. A deleted merge rebuilds bit-identically if ever needed.
+    """
+    k = parse_keep(keep)
+    merges = [c for c in graded if c.kind == "merge" and c.path.exists()]
+    if k is None:
+        return []
+    ranked = sorted(merges, key=lambda c: (-mean_score(plan, c), c.name))
+    dropped = ranked[k:]
+    for c in dropped:
+        store.remove_tree(c.path)
+        log(f"pruned {c.name}'s weights (not in the top {k}; rebuilds identically)")
+    return [c.name for c in dropped]
+
+
+def finish(plan: SweepPlan, graded: list[Candidate], stats: dict, failures: list[dict],
+           settings: dict, started) -> Path:
+    """Rank every fully graded model and write the run folder; returns its path."""
+    import pandas as pd
+
+    from .rank import rank
+    from .report import write_run
+
+    records = [r for c in graded for r in result_records(plan, c)]
+    frame = pd.DataFrame(records, columns=["model", "skill", "weight", "score"]) if records else None
+    ranking = rank(frame, graded) if records else pd.DataFrame(columns=["model", "rank", "score", "kind"])
+    return write_run(plan, records, ranking, stats, failures, settings, started, plan.workspace.reports)

@@ -1,0 +1,59 @@
+"""Shared fixtures: isolated homes, one torch thread, tiny workspaces built in temp dirs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# Two cores: one thread per process is faster than two under contention (facts.md).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MERGEVAL_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach a model hub
+
+from tests.tiny_models import make_tiny_model  # noqa: E402
+
+from mergeval.workspace import Workspace  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+# Prefect's home (database, settings) per test session, never the user's; set before any
+# test imports prefect, which reads these once.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="mergeval-prefect-")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.pop("PREFECT_API_URL", None)
+
+
+def tiny_zoo_workspace(root: Path) -> Workspace:
+    """A workspace whose zoo/ holds three tiny random Llamas with one shared vocabulary."""
+    for seed, name in enumerate(("base", "spec_add", "spec_rev")):
+        make_tiny_model(root / "zoo" / name, "llama", seed=seed, num_layers=4)
+    (root / "merge_configs").mkdir(parents=True, exist_ok=True)
+    return Workspace(root)
+
+
+@pytest.fixture
+def tiny_ws(tmp_path) -> Workspace:
+    return tiny_zoo_workspace(tmp_path / "ws")
+
+
+@pytest.fixture
+def toy_recipes(tiny_ws) -> Workspace:
+    """The repository's toy recipes, pointed at the tiny zoo."""
+    shutil.copytree(REPO / "merge_configs" / "toy", tiny_ws.configs / "toy")
+    return tiny_ws
