@@ -46,17 +46,24 @@ class AnswerStage:
     seconds: float
 
 
+def prompt_key(item: Item) -> str:
+    """What the model under test sees: editing a criterion re-grades but never re-answers."""
+    return content_hash({"system": item.system, "turns": item.turns, "question": item.question})
+
+
 def answers_file(state: Path, model_id: str, settings: GenerationSettings) -> Path:
     return state / "answers" / model_id / f"{settings.fingerprint()[:16]}.jsonl"
 
 
-def _saved(path: Path) -> dict[str, dict]:
-    return {r["item_hash"]: r for r in store.read_jsonl(path)}
+def saved_answers(path: Path, items: list[Item]) -> dict[str, dict]:
+    """Item id → saved answer record, for the items that have one."""
+    saved = {r["prompt_hash"]: r for r in store.read_jsonl(path)}
+    return {it.id: saved[prompt_key(it)] for it in items if prompt_key(it) in saved}
 
 
 def missing_items(path: Path, items: list[Item]) -> list[Item]:
-    saved = _saved(path)
-    return [it for it in items if it.hash not in saved]
+    saved = saved_answers(path, items)
+    return [it for it in items if it.id not in saved]
 
 
 def answer_items(
@@ -79,10 +86,8 @@ def answer_items(
                 done += len(batch)
                 log(f"{model_id}: answered {done}/{len(todo)}")
         gc.collect()
-    saved = _saved(path)
-    answers = {it.id: saved[it.hash] for it in items}
-    return AnswerStage(answers, len(todo), len(items) - len(todo), time.perf_counter() - started)
+    return AnswerStage(saved_answers(path, items), len(todo), len(items) - len(todo), time.perf_counter() - started)
 
 
 def _record(model_id: str, item: Item, text: str, usage: dict) -> dict:
-    return {"model": model_id, "item_id": item.id, "item_hash": item.hash, "answer": text, **usage}
+    return {"model": model_id, "item_id": item.id, "prompt_hash": prompt_key(item), "answer": text, **usage}

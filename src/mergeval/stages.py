@@ -26,7 +26,7 @@ def grades_path(plan: SweepPlan, cand: Candidate) -> Path:
 
 def answer_key(plan: SweepPlan, cand: Candidate) -> str:
     return content_hash({"model": cand.key, "generation": plan.generation.fingerprint(),
-                         "items": sorted(it.hash for it in plan.items)})
+                         "items": sorted(answer.prompt_key(it) for it in plan.items)})
 
 
 def grade_stage_key(plan: SweepPlan, cand: Candidate) -> str:
@@ -39,8 +39,7 @@ def answers_complete(plan: SweepPlan, cand: Candidate) -> bool:
 
 
 def load_answers(plan: SweepPlan, cand: Candidate) -> dict[str, dict]:
-    saved = {r["item_hash"]: r for r in store.read_jsonl(answers_path(plan, cand))}
-    return {it.id: saved[it.hash] for it in plan.items}
+    return answer.saved_answers(answers_path(plan, cand), list(plan.items))
 
 
 def grades_complete(plan: SweepPlan, cand: Candidate) -> bool:

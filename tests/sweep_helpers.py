@@ -1,0 +1,99 @@
+"""Helpers for the end-to-end sweep tests: a toy world and `mergeval sweep` as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# Three merges keep the suite quick; together they cover ties, task arithmetic and a franken-merge.
+RECIPES = ("ties_d08.yaml", "task_arithmetic_w10.yaml", "passthrough_add02_rev24.yaml")
+SWEEP_ARGS = ("--keep", "all", "--batch-size", "4")  # small batches: a kill lands mid-stage
+
+
+def make_toy_world(root: Path) -> Path:
+    """A workspace with a quick (weak but real) zoo, its 200 items, three toy recipes, judge/."""
+    from mergeval.zoo import build_zoo
+
+    (root / "merge_configs" / "toy").mkdir(parents=True)
+    for name in RECIPES:
+        shutil.copy(REPO / "merge_configs" / "toy" / name, root / "merge_configs" / "toy" / name)
+    shutil.copytree(REPO / "judge", root / "judge", ignore=shutil.ignore_patterns("calibration"))
+    build_zoo(root / "zoo", quick=True, items_dir=root / "items" / "toy",
+              template=(root / "judge" / "prompt.txt").read_text(encoding="utf-8"), log=lambda m: None)
+    return root
+
+
+def copy_world(src: Path, dst: Path, *, with_state: bool) -> Path:
+    """A copy sharing the zoo (a symlink: same content, same fingerprints)."""
+    ignore = shutil.ignore_patterns("zoo", ".prefect", *(() if with_state else (".mergeval", "reports")))
+    shutil.copytree(src, dst, ignore=ignore, symlinks=True)
+    (dst / "zoo").symlink_to(src / "zoo")
+    return dst
+
+
+def sweep_env(ws: Path) -> dict:
+    env = dict(os.environ, PREFECT_HOME=str(ws / ".prefect"), OMP_NUM_THREADS="1", MERGEVAL_THREADS="1")
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def sweep_cmd(ws: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "mergeval.cli", "--workspace", str(ws), "sweep", *SWEEP_ARGS, *args]
+
+
+def run_sweep(ws: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(sweep_cmd(ws, *args), env=sweep_env(ws), capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"sweep failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def run_dir_of(proc: subprocess.CompletedProcess) -> Path:
+    match = re.search(r"^report: (.+)/report\.md$", proc.stdout, re.M)
+    assert match, proc.stdout[-2000:]
+    return Path(match.group(1))
+
+
+def run_json(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def results(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+
+
+def line_counts(folder: Path) -> dict[str, int]:
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): len(p.read_text().splitlines()) for p in folder.rglob("*.jsonl")}
+
+
+def kill_when(ws: Path, condition, timeout: float = 300) -> None:
+    """Start a sweep and SIGKILL it (and its merge workers) as soon as `condition()` holds."""
+    proc = subprocess.Popen(sweep_cmd(ws), env=sweep_env(ws), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while not condition():
+            if proc.poll() is not None:
+                raise AssertionError("the sweep finished before the kill point was reached")
+            if time.monotonic() > deadline:
+                raise AssertionError("kill point not reached in time")
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def partly_written(folder: Path, total: int):
+    """True once some JSON-lines file under `folder` holds between 1 and total-1 records."""
+    return lambda: any(0 < n < total for n in line_counts(folder).values())

@@ -1,0 +1,122 @@
+"""The whole sweep, end to end, on a real (quick) toy zoo: no fakes anywhere in the path.
+
+Every sweep here is a real `mergeval sweep` process with its own embedded Prefect server.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.sweep_helpers import (
+    copy_world, kill_when, line_counts, make_toy_world, partly_written, results, run_dir_of,
+    run_json, run_sweep,
+)
+
+N_ITEMS = 200
+N_MODELS = 6  # base, spec_add, spec_rev + three merges
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_toy_world(tmp_path_factory.mktemp("toy") / "ws")
+
+
+@pytest.fixture(scope="module")
+def baseline(world):
+    """One uninterrupted sweep; its run folder is what every other sweep must reproduce."""
+    return run_dir_of(run_sweep(world))
+
+
+def stage(run: dict, name: str) -> dict:
+    return run["stages"][name]
+
+
+def test_sweep_writes_the_run_folder(baseline):
+    run = run_json(baseline)
+    rows = results(baseline)
+    assert len(rows) == N_MODELS * N_ITEMS
+    assert {r["model"] for r in rows} == {"base", "spec_add", "spec_rev", "ties_d08", "task_arithmetic_w10",
+                                         "passthrough_add02_rev24"}
+    assert all(r["judge_replies"] and r["judge_prompt"] for r in rows)  # audit trail kept
+    assert stage(run, "build")["executed"] == 3
+    assert stage(run, "answer")["items_executed"] == N_MODELS * N_ITEMS
+    ranking = (baseline / "ranking.csv").read_text().splitlines()
+    assert ranking[0].startswith("model,rank,score,add,rev,n_scored,n_unscored")
+    assert len(ranking) == 1 + N_MODELS
+    report = (baseline / "report.md").read_text()
+    assert "## Ranking" in report and "## The winner's recipe" in report
+
+
+def test_same_command_again_executes_nothing(world, baseline):
+    run_dir = run_dir_of(run_sweep(world))
+    run = run_json(run_dir)
+    for name in ("build", "answer", "grade"):
+        assert stage(run, name)["executed"] == 0, (name, stage(run, name))
+        assert stage(run, name)["items_executed"] == 0
+    assert results(run_dir) == results(baseline)
+    assert (run_dir / "ranking.csv").read_text() == (baseline / "ranking.csv").read_text()
+
+
+def test_edits_rerun_only_what_they_touch(world, baseline, tmp_path):
+    ws = copy_world(world, tmp_path / "ws", with_state=True)
+
+    item = ws / "items" / "toy" / "add" / "add_000.txt"
+    item.write_text(item.read_text().replace("The answer must be", "The reply must be"))
+    run = run_json(run_dir_of(run_sweep(ws)))
+    assert stage(run, "build")["executed"] == 0
+    assert stage(run, "answer")["items_executed"] == 0  # the question did not change
+    assert stage(run, "grade")["items_executed"] == N_MODELS
+
+    item.write_text(item.read_text().replace("what is", "what is the sum"))
+    run = run_json(run_dir_of(run_sweep(ws)))
+    assert stage(run, "build")["executed"] == 0
+    assert stage(run, "answer")["items_executed"] == N_MODELS  # one item, every model
+    assert stage(run, "grade")["items_executed"] == N_MODELS
+
+    recipe = ws / "merge_configs" / "toy" / "ties_d08.yaml"
+    recipe.write_text(recipe.read_text().replace("density: 0.8", "density: 0.7"))
+    run = run_json(run_dir_of(run_sweep(ws)))
+    assert stage(run, "build")["executed"] == 1
+    assert stage(run, "answer")["items_executed"] == N_ITEMS
+    assert stage(run, "grade")["items_executed"] == N_ITEMS
+
+    judge = ws / "judge" / "proctora.yaml"
+    judge.write_text(judge.read_text().replace("retries_unparseable: 2", "retries_unparseable: 1"))
+    run = run_json(run_dir_of(run_sweep(ws)))
+    assert stage(run, "build")["executed"] == 0
+    assert stage(run, "answer")["items_executed"] == 0
+    assert stage(run, "grade")["items_executed"] == N_MODELS * N_ITEMS
+
+
+def test_kill_and_resume_matches_an_uninterrupted_sweep(world, baseline, tmp_path):
+    ws = copy_world(world, tmp_path / "ws", with_state=False)
+    state = ws / ".mergeval"
+    kill_points = {
+        "mid-answer": partly_written(state / "answers", N_ITEMS),
+        "mid-grade": partly_written(state / "grades", N_ITEMS),
+        "mid-merge": lambda: any((state / "models").glob(".tmp-*")) and time.sleep(1.0) is None,
+    }
+    for point, condition in kill_points.items():
+        before_answers = line_counts(state / "answers")
+        before_grades = line_counts(state / "grades")
+        kill_when(ws, condition)
+        # what finished before this kill is still there, untouched
+        after_answers, after_grades = line_counts(state / "answers"), line_counts(state / "grades")
+        assert all(after_answers[k] >= n for k, n in before_answers.items()), point
+        assert all(after_grades[k] >= n for k, n in before_grades.items()), point
+
+    saved_answers = sum(line_counts(state / "answers").values())
+    saved_grades = sum(line_counts(state / "grades").values())
+    built = {p.name for p in (state / "models").iterdir() if (p / ".mergeval-complete").exists()}
+    final = run_dir_of(run_sweep(ws))
+    run = run_json(final)
+    assert stage(run, "answer")["items_executed"] == N_MODELS * N_ITEMS - saved_answers
+    assert stage(run, "grade")["items_executed"] == N_MODELS * N_ITEMS - saved_grades
+    assert stage(run, "build")["executed"] == 3 - len(built)
+    # no item answered or graded twice: every line of every store is a distinct item
+    assert sum(line_counts(state / "answers").values()) == N_MODELS * N_ITEMS
+    assert sum(line_counts(state / "grades").values()) == N_MODELS * N_ITEMS
+    assert results(final) == results(baseline)
+    assert (final / "ranking.csv").read_text() == (baseline / "ranking.csv").read_text()
