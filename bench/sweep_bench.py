@@ -1,0 +1,151 @@
+"""Sweep benchmarks, as ratios measured in one run on one machine (figures → BENCHMARKS.md).
+
+    .venv/bin/python bench/sweep_bench.py                 # a quick toy world in a temp dir
+    .venv/bin/python bench/sweep_bench.py --world .       # this workspace (needs `mergeval zoo`)
+
+1. re-run / first run of `mergeval sweep` (goal ≤ 0.10)
+2. batched answering vs one item at a time, answers per second (goal ≥ 4×)
+3. the sweep through Prefect vs the same stage functions called directly (goal ≤ 1.15×)
+4. the build stage vs `mergekit-yaml` on the same recipe (goal ≤ 1.05×)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MERGEVAL_THREADS", "1")
+
+from tests.sweep_helpers import copy_world, make_toy_world, sweep_env  # noqa: E402
+
+from mergeval import stages  # noqa: E402
+from mergeval.answer import GenerationSettings  # noqa: E402
+from mergeval.build import build  # noqa: E402
+from mergeval.plan import plan_sweep  # noqa: E402
+from mergeval.recipes import load_recipe  # noqa: E402
+from mergeval.workspace import Workspace  # noqa: E402
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def cli_sweep(ws: Path) -> None:
+    cmd = [sys.executable, "-m", "mergeval.cli", "--workspace", str(ws), "sweep", "--keep", "all"]
+    subprocess.run(cmd, env=sweep_env(ws), check=True, capture_output=True)
+
+
+def direct_sweep(ws: Path) -> None:
+    """The flow's loop without Prefect, in a fresh process like the CLI's."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--direct", str(ws)]
+    subprocess.run(cmd, env=sweep_env(ws), check=True, capture_output=True)
+
+
+def run_direct(ws: Workspace) -> None:
+    plan = plan_sweep(ws, ws.configs / "toy", ws.items / "toy", ws.judge_file, GenerationSettings())
+    quiet = lambda message: None  # noqa: E731
+    for cand in plan.candidates:
+        if stages.needs_build(plan, cand):
+            stages.build_stage(plan, cand, log=quiet)
+        stages.answer_stage(plan, cand, log=quiet)
+        stages.grade_stage(plan, cand, log=quiet)
+    stages.finish(plan, list(plan.candidates), {}, [], {}, datetime.now(timezone.utc))
+
+
+def fresh(world: Path, root: Path, name: str) -> Path:
+    return copy_world(world, root / name, with_state=False)
+
+
+def bench_rerun(world: Path, root: Path) -> dict:
+    ws = fresh(world, root, "rerun")
+    first = timed(lambda: cli_sweep(ws))
+    again = timed(lambda: cli_sweep(ws))
+    return {"first_s": round(first, 2), "rerun_s": round(again, 2), "ratio": round(again / first, 3)}
+
+
+def bench_prefect_overhead(world: Path, root: Path) -> dict:
+    prefect = timed(lambda: cli_sweep(fresh(world, root, "prefect")))
+    direct = timed(lambda: direct_sweep(fresh(world, root, "direct")))
+    return {"prefect_s": round(prefect, 2), "direct_s": round(direct, 2), "ratio": round(prefect / direct, 3)}
+
+
+def bench_batching(world: Path) -> dict:
+    import torch
+
+    from mergeval.generate import Generator
+
+    torch.set_num_threads(1)
+    ws = Workspace(world)
+    plan = plan_sweep(ws, ws.configs / "toy", ws.items / "toy", ws.judge_file)
+    items = list(plan.items)
+    model = plan.candidate("spec_add").path
+    rates = {}
+    for size in (1, 32):
+        with Generator(model, GenerationSettings(batch_size=size)) as gen:
+            seconds = timed(lambda: list(gen.answer(items, {it.id for it in items})))
+        rates[size] = len(items) / seconds
+    return {"one_at_a_time_per_s": round(rates[1], 1), "batched_32_per_s": round(rates[32], 1),
+            "speedup": round(rates[32] / rates[1], 2)}
+
+
+def bench_build_vs_mergekit(world: Path, root: Path, repeats: int = 3) -> dict:
+    ws = Workspace(fresh(world, root, "build"))
+    recipe = load_recipe(ws.configs / "toy" / "ties_d08.yaml", ws)
+    resolved = root / "ties_resolved.yaml"
+    import yaml
+
+    resolved.write_text(yaml.safe_dump(recipe.config, sort_keys=False))
+    ours, theirs = [], []
+    for k in range(repeats):
+        shutil.rmtree(ws.state, ignore_errors=True)
+        ours.append(timed(lambda: build(recipe, ws)))
+        out = root / f"mk{k}"
+        theirs.append(timed(lambda: subprocess.run(
+            [str(Path(sys.executable).with_name("mergekit-yaml")), str(resolved), str(out), "--random-seed", "0"],
+            check=True, capture_output=True)))
+    o, t = statistics.median(ours), statistics.median(theirs)
+    return {"build_s": round(o, 2), "mergekit_yaml_s": round(t, 2), "ratio": round(o / t, 3), "repeats": repeats}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", type=Path, help="a workspace with zoo/, items/toy, merge_configs/toy")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "sweep_bench.json")
+    parser.add_argument("--direct", type=Path, help=argparse.SUPPRESS)  # the baseline's own process
+    args = parser.parse_args()
+    if args.direct:
+        return run_direct(Workspace(args.direct.resolve()))
+    root = Path(tempfile.mkdtemp(prefix="mergeval-bench-"))
+    world = args.world.resolve() if args.world else make_toy_world(root / "world")
+    figures = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "world": str(world),
+        "rerun": bench_rerun(world, root),
+        "batching": bench_batching(world),
+        "prefect_vs_direct": bench_prefect_overhead(world, root),
+        "build_vs_mergekit_yaml": bench_build_vs_mergekit(world, root),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
