@@ -1,7 +1,8 @@
-"""Write the run folder: run.json, results.jsonl, ranking.csv and report.md.
+"""Write the run folder: run.json, results.jsonl, ranking.csv, comparisons.csv, report.md and
+report.html, then a model card (README.md) into every merge still on disk.
 
 The folder is assembled under a temporary name and renamed into place, so reports/ never
-holds a half-written run.
+holds a half-written run. The cards are written after that rename: they name a finished run.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import store
+from . import cards, models, rank, results, store
 from .hashing import file_hash
+from .stats import Bootstrap
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: statistics, suite_hash, model sizes in run.json; comparisons.csv; report.html
 PACKAGES = ("mergeval", "mergekit", "transformers", "torch", "prefect", "pandas")
 
 
@@ -45,8 +47,18 @@ def input_hashes(plan) -> dict:
     }
 
 
+def _model_entry(c) -> dict:
+    on_disk = Path(c.path).is_dir() and (Path(c.path) / "config.json").exists()
+    return {"name": c.name, "kind": c.kind, "model_id": c.model_id, "path": str(c.path),
+            "parents": list(c.parents), "method": c.method, "on_disk": on_disk,
+            "weights_bytes": models.weights_size(Path(c.path)) if on_disk else None}
+
+
 def write_run(plan, records: list[dict], ranking: pd.DataFrame, stages: dict, failures: list[dict],
-              settings: dict, started: datetime, reports_dir: Path) -> Path:
+              settings: dict, started: datetime, reports_dir: Path, boot: Bootstrap | None = None) -> Path:
+    from . import report_html  # imported here: it uses this module's formatters
+
+    boot = boot or Bootstrap()
     reports_dir.mkdir(parents=True, exist_ok=True)
     name = run_name(started)
     tmp = reports_dir / f".tmp-{name}"
@@ -61,25 +73,31 @@ def write_run(plan, records: list[dict], ranking: pd.DataFrame, stages: dict, fa
         "hashes": input_hashes(plan),
         "stages": stages,
         "failures": failures,
-        "models": [
-            {"name": c.name, "kind": c.kind, "model_id": c.model_id, "path": str(c.path),
-             "parents": list(c.parents), "method": c.method}
-            for c in plan.candidates
-        ],
+        "statistics": boot.describe(),
+        "models": [_model_entry(c) for c in plan.candidates],
     }
+    run["suite_hash"] = results.suite_hash(run)
+    frame = results.frame(records, run)
+    comparisons = rank.parent_comparisons(frame, plan.candidates, boot) if records else \
+        pd.DataFrame(columns=rank.DIFF_COLUMNS)
+    skill_ci = rank.skill_intervals(frame, boot) if records else None
     store.write_json(tmp / "run.json", run)
     store.write_atomic(tmp / "results.jsonl", "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records))
     store.write_atomic(tmp / "ranking.csv", ranking.to_csv(index=False, float_format="%.4f"))
-    store.write_atomic(tmp / "report.md", render_markdown(plan, ranking, failures, run))
+    store.write_atomic(tmp / "comparisons.csv", comparisons.to_csv(index=False, float_format="%.4f"))
+    store.write_atomic(tmp / "report.md", render_markdown(plan, ranking, comparisons, failures, run))
+    store.write_atomic(tmp / "report.html", report_html.render(
+        plan, run, ranking, comparisons, skill_ci, frame, summary(ranking, comparisons, len(plan.items))))
     final = reports_dir / name
     os.replace(tmp, final)
+    cards.write_cards(plan, run, ranking, comparisons, skill_ci)
     return final
 
 
 def _fmt(x) -> str:
     if isinstance(x, float):
         return "–" if pd.isna(x) else f"{x:.3f}"
-    return str(x)
+    return "–" if x is pd.NA else str(x)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -89,41 +107,113 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([head, rule, *body])
 
 
-def render_markdown(plan, ranking: pd.DataFrame, failures: list[dict], run: dict) -> str:
+def interval(low, high, signed: bool = False) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return "–"
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f"{f.format(low)} to {f.format(high)}"
+
+
+def rank_range(low, high) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return "–"
+    low, high = int(low), int(high)  # a CSV read back may hold them as floats
+    return str(low) if low == high else f"{low}–{high}"
+
+
+def ranked_table(ranking: pd.DataFrame, comparisons: pd.DataFrame, skills: list[str]) -> pd.DataFrame:
+    """The ranking as people read it: intervals beside the numbers they qualify."""
+    best = rank.best_rows(comparisons)
+    rows = []
+    for r in ranking.to_dict("records"):
+        vs = best.loc[r["model"]] if r["model"] in best.index else None
+        rows.append({
+            "rank": r["rank"], "rank range": rank_range(r.get("rank_low"), r.get("rank_high")), "model": r["model"],
+            "score": r["score"], "95 % interval": interval(r.get("ci_low"), r.get("ci_high")),
+            **{s: r.get(s, float("nan")) for s in skills},
+            "vs best parent": f"{vs['diff']:+.3f}" if vs is not None else "–",
+            "its 95 % interval": interval(vs["ci_low"], vs["ci_high"], signed=True) if vs is not None else "–",
+            "best parent": r.get("best_parent") or "–", "n_scored": r.get("n_scored"),
+            "n_unscored": r.get("n_unscored"), "method": r.get("method") or "–",
+        })
+    return pd.DataFrame(rows)
+
+
+def _names(models: list[str]) -> str:
+    return ", ".join(f"`{m}`" for m in models)
+
+
+def summary(ranking: pd.DataFrame, comparisons: pd.DataFrame, n_items: int) -> list[str]:
+    """The story in a few sentences (markdown). Overlapping intervals are never called a win."""
+    scored = ranking.dropna(subset=["score"])
+    if scored.empty:
+        return ["No model was fully graded: there is nothing to rank."]
+    lead = scored.iloc[0]
+    lines = [f"`{lead['model']}` scores highest: {lead['score']:.3f} (95 % interval "
+             f"{interval(lead['ci_low'], lead['ci_high'])}) on {n_items} items."]
+    overlap = scored[(scored["model"] != lead["model"]) & (scored["ci_high"] >= lead["ci_low"])]["model"].tolist()
+    if overlap:
+        shown = _names(overlap[:8]) + (f" and {len(overlap) - 8} more" if len(overlap) > 8 else "")
+        lines.append(f"Its interval overlaps those of {shown}: on this suite they cannot be told apart, "
+                     "so read the top of the table as a group, not a podium.")
+    elif len(scored) > 1:
+        lines.append("No other model's interval reaches it: it is ahead of every other model on this suite.")
+    merges = scored[scored["kind"] == "merge"]
+    if lead["kind"] != "merge" and not merges.empty:
+        top = merges.iloc[0]
+        lines.append(f"The best merge, `{top['model']}` ({top['method']}), is ranked {top['rank']} with "
+                     f"{top['score']:.3f} ({interval(top['ci_low'], top['ci_high'])}).")
+    best = rank.best_rows(comparisons)
+    for verdict, words in (("better", "Clearly better than their best parent"),
+                           ("worse", "Clearly worse than their best parent")):
+        merges = best[best["verdict"] == verdict]
+        if not merges.empty:
+            detail = "; ".join(f"`{m}` {r['diff']:+.3f} ({interval(r['ci_low'], r['ci_high'], True)}; won {r['won']}, "
+                               f"lost {r['lost']}, tied {r['tied']} items)" for m, r in merges.iterrows())
+            lines.append(f"{words} (paired 95 % interval entirely {'above' if verdict == 'better' else 'below'} 0): "
+                         f"{detail}.")
+    unclear = best[best["verdict"] == "no clear difference"].index.tolist()
+    if unclear:
+        lines.append(f"No clear difference from their best parent (the paired interval includes 0): {_names(unclear)}.")
+    unscored, grades = int(ranking["n_unscored"].sum()), int(ranking["n_scored"].sum() + ranking["n_unscored"].sum())
+    lines.append(f"{unscored} of {grades} grades are unscored (the judge failed): they are left out of "
+                 "the means and the bootstrap, never counted as zeros." if unscored else
+                 f"All {grades} grades are scored (no judge failures).")
+    return lines
+
+
+def render_markdown(plan, ranking: pd.DataFrame, comparisons: pd.DataFrame, failures: list[dict], run: dict) -> str:
     skills = sorted({it.skill for it in plan.items})
-    cols = ["rank", "model", "score", *skills, "vs_best_parent", "best_parent", "n_scored", "n_unscored", "method"]
+    ranked = "ci_low" in ranking and not ranking.empty
     lines = [f"# mergeval sweep {run['run']}", ""]
-    merges = ranking[ranking["kind"] == "merge"].dropna(subset=["score"])
-    if not merges.empty:
-        best = merges.iloc[0]
-        beat = ranking[(ranking["kind"] == "merge") & (ranking["vs_best_parent"] > 0)]["model"].tolist()
-        lines += [
-            f"**Best merge: `{best['model']}`** ({best['method']}), score {best['score']:.3f}, "
-            f"{best['vs_best_parent']:+.3f} against its best parent `{best['best_parent']}`.",
-            "",
-            f"Merges that beat all their parents: {', '.join(f'`{m}`' for m in beat) or 'none'}.",
-            "",
-        ]
+    if ranked:
+        lines += [*(f"{line}\n" for line in summary(ranking, comparisons, len(plan.items)))]
+    st = run["statistics"]
     lines += [
         f"{len(plan.items)} items ({', '.join(skills)}) from `{plan.items_dir}`; judge `{plan.judge.model}` "
-        f"({plan.judge.backend}); score = mean normalized item score (0..1), unscored items counted apart.",
+        f"({plan.judge.backend}); score = mean normalized item score (0..1).",
         "",
         "## Ranking",
         "",
-        markdown_table(ranking[[c for c in cols if c in ranking.columns]]),
+        f"Intervals are {st['level'] * 100:.0f} %, from a bootstrap over items ({st['replicates']} replicates, seed "
+        f"{st['seed']}), paired across models; the rank range holds the ranks a model takes in {st['level'] * 100:.0f} % "
+        f"of them. Models whose intervals overlap are not clearly apart. {st['unscored']}",
         "",
     ]
+    if ranked:
+        lines += [markdown_table(ranked_table(ranking, comparisons, skills)), ""]
     lines += ["## Stages", "",
               "| stage | tasks executed | tasks cached | failed | items executed | items cached | seconds |",
               "|---|---|---|---|---|---|---|"]
     for stage, s in run["stages"].items():
-        lines.append(f"| {stage} | {s['executed']} | {s['cached']} | {s['failed']} | {s['items_executed']} "
-                     f"| {s['items_cached']} | {s['seconds']:.1f} |")
+        lines.append(f"| {stage} | {s.get('executed', 0)} | {s.get('cached', 0)} | {s.get('failed', 0)} | "
+                     f"{s.get('items_executed', 0)} | {s.get('items_cached', 0)} | {s.get('seconds', 0.0):.1f} |")
     lines.append("")
     if failures:
         lines += ["## What failed", ""]
         lines += [f"- `{f['model']}` at {f['stage']}: {f['error']}" for f in failures]
         lines.append("")
+    merges = ranking[ranking["kind"] == "merge"].dropna(subset=["score"]) if "kind" in ranking else ranking.iloc[0:0]
     if not merges.empty:
         recipe = plan.candidate(merges.iloc[0]["model"]).recipe
         lines += ["## The winner's recipe", "", f"`{recipe.path.name}`:", "", "```yaml", recipe.text.rstrip(), "```", ""]

@@ -150,6 +150,6 @@ def finish(plan: SweepPlan, graded: list[Candidate], stats: dict, failures: list
     from .report import write_run
 
     records = [r for c in graded for r in result_records(plan, c)]
-    frame = pd.DataFrame(records, columns=["model", "skill", "weight", "score"]) if records else None
+    frame = pd.DataFrame(records, columns=["model", "item_id", "skill", "weight", "score"]) if records else None
     ranking = rank(frame, graded) if records else pd.DataFrame(columns=["model", "rank", "score", "kind"])
     return write_run(plan, records, ranking, stats, failures, settings, started, plan.workspace.reports)
