@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mergeval-installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv browser demo test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,11 @@ demo: venv
 	$(BIN)/mergeval zoo
 	$(BIN)/mergeval sweep
 
-test: venv
+# The browser tests drive Debian's chromium through playwright (it cannot download its own).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+test: venv browser
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q
 
 bench: venv

@@ -182,6 +182,21 @@ def summarize(run_dir: Path) -> None:
     cols = [c for c in ("rank", "model", "score", "vs_best_parent", "n_unscored", "method") if c in ranking]
     click.echo("\n" + ranking[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     click.echo(f"\nreport: {run_dir / 'report.md'}")
+    click.echo(f"        {run_dir / 'report.html'} (open in a browser)")
+
+
+# Commands that live in their own modules are added here, explicitly (no registration by import).
+from .cli_judge import calibrate, regrade, rubric  # noqa: E402
+
+main.add_command(regrade)
+main.add_command(calibrate)
+main.add_command(rubric)
+
+from .cli_report import export, leaderboard  # noqa: E402
+
+main.add_command(leaderboard)
+main.add_command(export)
+
 
 
 if __name__ == "__main__":
