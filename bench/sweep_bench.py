@@ -57,14 +57,7 @@ def direct_sweep(ws: Path) -> None:
 
 
 def run_direct(ws: Workspace) -> None:
-    plan = plan_sweep(ws, ws.configs / "toy", ws.items / "toy", ws.judge_file, GenerationSettings())
-    quiet = lambda message: None  # noqa: E731
-    for cand in plan.candidates:
-        if stages.needs_build(plan, cand):
-            stages.build_stage(plan, cand, log=quiet)
-        stages.answer_stage(plan, cand, log=quiet)
-        stages.grade_stage(plan, cand, log=quiet)
-    stages.finish(plan, list(plan.candidates), {}, [], {}, datetime.now(timezone.utc))
+    stages.run_direct(plan_sweep(ws, ws.configs / "toy", ws.items / "toy", ws.judge_file, GenerationSettings()))
 
 
 def fresh(world: Path, root: Path, name: str) -> Path:

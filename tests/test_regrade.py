@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -28,20 +27,11 @@ def direct_run(ws) -> Path:
     from mergeval.answer import GenerationSettings
     from mergeval.plan import plan_sweep
 
-    started = datetime.now(timezone.utc)
     gen = GenerationSettings()
     plan = plan_sweep(ws, ws.configs / "toy", ws.items / "toy", ws.judge_file, gen)
-    quiet = lambda m: None  # noqa: E731
-    for cand in plan.candidates:
-        if stages.needs_build(plan, cand):
-            stages.build_stage(plan, cand, log=quiet)
-        stages.answer_stage(plan, cand, log=quiet)
-        stages.grade_stage(plan, cand, log=quiet)
-    zero = {"executed": 0, "cached": 0, "failed": 0, "items_executed": 0, "items_cached": 0, "seconds": 0.0}
     settings = {"configs": "merge_configs/toy", "items": "items/toy", "judge": "judge/proctora.yaml", "keep": "all",
                 "generation": gen.__dict__, "judge_settings": plan.judge.model_dump(exclude={"template_text"})}
-    return stages.finish(plan, list(plan.candidates), {s: dict(zero) for s in ("build", "answer", "grade")},
-                         [], settings, started)
+    return stages.run_direct(plan, settings)
 
 
 def judge_world(tmp_path_factory) -> tuple[Path, Path]:

@@ -153,3 +153,22 @@ def finish(plan: SweepPlan, graded: list[Candidate], stats: dict, failures: list
     frame = pd.DataFrame(records, columns=["model", "item_id", "skill", "weight", "score"]) if records else None
     ranking = rank(frame, graded) if records else pd.DataFrame(columns=["model", "rank", "score", "kind"])
     return write_run(plan, records, ranking, stats, failures, settings, started, plan.workspace.reports)
+
+
+def run_direct(plan: SweepPlan, settings: dict | None = None, log=lambda message: None) -> Path:
+    """Every model's build → answer → grade, then the run folder, in one plain loop.
+
+    The flow does the same through Prefect (tasks, cache states, UI); this is the engine on
+    its own: the benchmark's baseline and a fixture for tests that need a finished run.
+    """
+    from datetime import datetime, timezone
+
+    started = datetime.now(timezone.utc)
+    for cand in plan.candidates:
+        if needs_build(plan, cand):
+            build_stage(plan, cand, log=log)
+        answer_stage(plan, cand, log=log)
+        grade_stage(plan, cand, log=log)
+    zero = {"executed": 0, "cached": 0, "failed": 0, "items_executed": 0, "items_cached": 0, "seconds": 0.0}
+    stats = {stage: dict(zero) for stage in ("build", "answer", "grade")}
+    return finish(plan, list(plan.candidates), stats, [], settings or {}, started)
