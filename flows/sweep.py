@@ -2,11 +2,14 @@
 
     mergeval sweep                                   # the toy sweep, embedded Prefect
     mergeval sweep merge_configs/mine --items items/mine --judge judge/proctora.yaml
+    mergeval schedule --cron "0 2 * * *" --pool gpus # served nightly; models spread over workers
 
-One task per (model, stage), named after both, so the Prefect UI reads like the sweep. Each
-task's cache key is the content hash of what it depends on, and results persist under the
-workspace, so running the same command again runs only what is not done. A model whose
-stage fails does not stop the others; the flow ends Failed after everything else has run.
+One task per (model, stage), named after both, so the Prefect UI reads like the sweep (the
+tasks live in flows/recipe.py). Each task's cache key is the content hash of what it depends
+on, and results persist under the workspace, so running the same command again runs only
+what is not done. A model whose stage fails does not stop the others; the flow ends Failed
+after everything else has run. In one process the next merge is built while the current
+model is answered; with `pool`, each model is a child flow run that any worker can take.
 """
 
 from __future__ import annotations
@@ -15,41 +18,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import flow, task
-from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from mergeval import stages
+from mergeval import answer_backends, artifacts, deploy, stages
 from mergeval.answer import GenerationSettings
 from mergeval.errors import SweepFailed
+from mergeval.lock import workspace_lock
 from mergeval.plan import plan_sweep
 from mergeval.proctora.judge import Judge
 from mergeval.workspace import Workspace
 
-STAGES = ("build", "answer", "grade")
-
-
-def by_content(context: TaskRunContext, parameters: dict) -> str:
-    """Cache key: the stage's content hash, computed by the engine and passed in."""
-    return parameters["key"]
-
-
 def _log(message: str) -> None:
     get_run_logger().info(message)
-
-
-@task(cache_key_fn=by_content, persist_result=True)
-def build(plan, cand, key: str) -> dict:
-    return stages.build_stage(plan, cand, log=_log)
-
-
-@task(cache_key_fn=by_content, persist_result=True)
-def answer(plan, cand, key: str) -> dict:
-    return stages.answer_stage(plan, cand, log=_log)
-
-
-@task(cache_key_fn=by_content, persist_result=True)
-def grade(plan, cand, key: str) -> dict:
-    return stages.grade_stage(plan, cand, log=_log)
 
 
 @task
@@ -57,35 +38,8 @@ def report(plan, graded, stats, failures, settings, started) -> str:
     return str(stages.finish(plan, graded, stats, failures, settings, started))
 
 
-def run_stage(stage_task, plan, cand, stats: dict, *, key: str, done: bool):
-    """Run one stage as a task named '<stage> <model>'; returns its Prefect state.
-
-    A stage whose outputs on disk are gone refreshes its cache entry instead of trusting it.
-    """
-    state = stage_task.with_options(
-        name=f"{stage_task.name}",
-        task_run_name=f"{stage_task.name} {cand.name}",
-        result_storage=plan.workspace.state / "prefect-results",
-        refresh_cache=not done,
-    )(plan, cand, key, return_state=True)
-    s = stats[stage_task.name]
-    if state.is_failed():
-        s["failed"] += 1
-        return state
-    summary = state.result()
-    work = summary["executed"] + summary["cached"]  # items (answers, grades) or 1 for a build
-    if state.name == "Cached":  # Prefect found the result: the task body did not run
-        s["cached"] += 1
-        s["items_cached"] += work
-    else:
-        s["executed" if summary["executed"] else "cached"] += 1
-        s["items_executed"] += summary["executed"]
-        s["items_cached"] += summary["cached"]
-        s["seconds"] += summary["seconds"]
-    return state
-
-
-@flow(name="mergeval-sweep", log_prints=True)
+# Three threads: the next merge's build, this model's answers, the last model's grades.
+@flow(name="mergeval-sweep", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=3))
 def sweep(
     configs: str = "merge_configs/toy",
     items: str = "items/toy",
@@ -94,40 +48,48 @@ def sweep(
     workspace: str | None = None,
     batch_size: int = 32,
     max_new_tokens: int = 64,
+    backend: str = "transformers",  # how models answer: transformers, vllm or openai
+    endpoint: str | None = None,  # openai: where the models under test are served
+    pool: str | None = None,  # a work pool: one child flow run per model, taken by its workers
+    overlap: bool = True,  # in one process: build the next merge while this model is answered
 ) -> str:
     started = datetime.now(timezone.utc)
+    # flows/recipe.py: the per-model tasks and child flow (looked up here, not at import, so
+    # a served run's pickled flow carries a path, not a module its process cannot import)
+    recipe = deploy.sibling(__file__, "recipe")
     ws = Workspace(Path(workspace).resolve()) if workspace else Workspace.find()
     stages.parse_keep(keep)  # a bad --keep fails before any work
-    plan = plan_sweep(ws, ws.resolve(configs), ws.resolve(items), ws.resolve(judge),
-                      GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens))
-    with Judge(plan.judge, ws) as judge_check:  # before any GPU time: is the judge there?
-        judge_check.check_alive()
+    generation = GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                    backend=backend, endpoint=endpoint)
+    answer_backends.check(generation)  # e.g. vllm without a GPU: say so before any work
+    with workspace_lock(ws.state):  # one sweep per workspace: the caches are shared
+        plan = plan_sweep(ws, ws.resolve(configs), ws.resolve(items), ws.resolve(judge), generation)
+        with Judge(plan.judge, ws) as judge_check:  # before any GPU time: is the judge there?
+            judge_check.check_alive()
 
-    stats = {s: {"executed": 0, "cached": 0, "failed": 0, "items_executed": 0, "items_cached": 0,
-                 "seconds": 0.0} for s in STAGES}
-    failures, graded = [], []
-    for cand in plan.candidates:
-        if stages.needs_build(plan, cand):
-            state = run_stage(build, plan, cand, stats, key=cand.key, done=stages.built(cand))
-            if state.is_failed():
-                failures.append({"model": cand.name, "stage": "build", "error": state.message})
-                continue
-        state = run_stage(answer, plan, cand, stats, key=stages.answer_key(plan, cand),
-                          done=stages.answers_complete(plan, cand))
-        if state.is_failed():
-            failures.append({"model": cand.name, "stage": "answer", "error": state.message})
-            continue
-        state = run_stage(grade, plan, cand, stats, key=stages.grade_stage_key(plan, cand),
-                          done=stages.grades_complete(plan, cand))
-        if state.is_failed():
-            failures.append({"model": cand.name, "stage": "grade", "error": state.message})
-            continue
-        graded.append(cand)
-        stages.prune(plan, graded, keep, log=_log)
+        stats = recipe.new_stats()
+        if pool:  # each model's build → answer → grade on whichever worker takes it
+            child = {"workspace": str(ws.root), "configs": configs, "items": items, "judge": judge,
+                     "batch_size": batch_size, "max_new_tokens": max_new_tokens, "backend": backend,
+                     "endpoint": endpoint}
+            finished = deploy.run_children(plan, pool, child, stats, log=_log)
+        else:
+            finished = recipe.models_in_order(plan, stats, overlap=overlap)
+        failures, graded = [], []
+        artifacts.progress(0, len(plan.candidates))  # UI: models done / total
+        for cand, failure in finished:  # in plan order, as each model is graded (or fails)
+            if failure:
+                failures.append(failure)
+            else:
+                graded.append(cand)
+                stages.prune(plan, graded, keep, log=_log)
+            artifacts.progress(len(graded) + len(failures), len(plan.candidates))
 
-    settings = {"configs": configs, "items": items, "judge": judge, "keep": keep,
-                "generation": plan.generation.__dict__, "judge_settings": plan.judge.model_dump(exclude={"template_text"})}
-    run_dir = report(plan, graded, stats, failures, settings, started)
+        settings = {"configs": configs, "items": items, "judge": judge, "keep": keep,
+                    "generation": plan.generation.__dict__,
+                    "judge_settings": plan.judge.model_dump(exclude={"template_text"})}
+        run_dir = report(plan, graded, stats, failures, settings, started)
+    artifacts.publish(run_dir)  # UI: the ranking table and the summary with report.html's path
     _log(f"report: {run_dir}/report.md")
     if failures:
         raise SweepFailed(run_dir, len(failures))

@@ -27,14 +27,15 @@ class GenerationSettings:
     top_p: float = 1.0
     seed: int = 0
     batch_size: int = 32
-    backend: str = "transformers"
+    backend: str = "transformers"  # transformers, vllm or openai (see answer_backends.py)
     device: str = "auto"  # "auto": cuda when available, else cpu
+    endpoint: str | None = None  # openai: the server's base URL, e.g. http://127.0.0.1:8000/v1
 
     def fingerprint(self) -> str:
-        # batch size and device do not change greedy outputs' meaning; keep them out of the key
+        # batch size, device and endpoint do not change greedy outputs' meaning: keep them out
         d = asdict(self)
-        d.pop("batch_size")
-        d.pop("device")
+        for where in ("batch_size", "device", "endpoint"):
+            d.pop(where)
         return content_hash(d)
 
 
@@ -77,9 +78,9 @@ def answer_items(
     started = time.perf_counter()
     todo = missing_items(path, items)
     if todo:
-        from .generate import Generator  # torch is imported only when there is work
+        from .answer_backends import generator  # torch, vllm or httpx: only when there is work
 
-        with Generator(model_dir, settings) as gen:
+        with generator(settings.backend)(model_dir, settings) as gen:
             done = 0
             for batch, texts, usage in gen.answer(items, {it.id for it in todo}):
                 store.append_jsonl(path, [_record(model_id, it, t, u) for it, t, u in zip(batch, texts, usage)])

@@ -142,9 +142,12 @@ def load_flow(ws: Workspace, name: str = "sweep"):
 @click.option("--keep", default="top-3", show_default=True, help="Merged weights kept on disk: all, none or top-K.")
 @click.option("--batch-size", default=32, show_default=True, help="Items answered per generate() call.")
 @click.option("--max-new-tokens", default=64, show_default=True, help="Longest answer, in tokens.")
+@click.option("--pool", default=None, help="A Prefect work pool: one child flow run per model, taken by "
+              "`mergeval worker` processes (needs a server: PREFECT_API_URL).")
+@click.option("--sequential", is_flag=True, help="Do not build the next merge while a model is answered.")
 @click.pass_context
 def sweep(ctx: click.Context, configs: str, items: str, judge: str, keep: str, batch_size: int,
-          max_new_tokens: int) -> None:
+          max_new_tokens: int, pool: str | None, sequential: bool) -> None:
     """Merge every recipe in CONFIGS, answer and grade every item, rank, write the report."""
     from .answer import GenerationSettings
     from .plan import plan_sweep
@@ -163,7 +166,8 @@ def sweep(ctx: click.Context, configs: str, items: str, judge: str, keep: str, b
     prefect_defaults(ws)
     flow = load_flow(ws)
     state = flow(configs=configs, items=items, judge=judge, keep=keep, workspace=str(ws.root),
-                 batch_size=batch_size, max_new_tokens=max_new_tokens, return_state=True)
+                 batch_size=batch_size, max_new_tokens=max_new_tokens, pool=pool, overlap=not sequential,
+                 return_state=True)
     outcome = state.result(raise_on_failure=False)
     if isinstance(outcome, SweepFailed):
         summarize(Path(outcome.run_dir))
@@ -197,6 +201,11 @@ from .cli_report import export, leaderboard  # noqa: E402
 main.add_command(leaderboard)
 main.add_command(export)
 
+from .cli_prefect import schedule, server, worker  # noqa: E402
+
+main.add_command(server)
+main.add_command(schedule)
+main.add_command(worker)
 
 
 if __name__ == "__main__":

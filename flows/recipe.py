@@ -1,0 +1,180 @@
+"""One model's build → answer → grade: the sweep's tasks, and a flow of its own for workers.
+
+    mergeval worker --pool gpus                       # on each GPU box (see cli_prefect.py)
+    mergeval schedule --cron "0 2 * * *" --pool gpus  # the sweep starts one run of this per model
+
+In one process the sweep (flows/sweep.py) calls `models_in_order`: the build of the next merge
+runs in a thread while the current model is answered, and GPU work (answering, a local judge)
+takes GPU_LOCK, so it runs one model at a time. With a pool, the sweep starts `recipe` once per
+model as a child flow run of the deployment that deploy.py creates, and any worker takes it.
+Every task's cache key is the content hash of its inputs and every output lives under the
+workspace, so a run that is killed, retried or moved to another box redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.logging import get_run_logger
+
+from mergeval import deploy, stages
+from mergeval.answer import GenerationSettings
+from mergeval.plan import plan_sweep
+from mergeval.store import write_atomic
+from mergeval.workspace import Workspace
+
+STAGES = ("build", "answer", "grade")
+# One model on the accelerator at a time in this process: two would fight for its memory.
+# A plain lock, not a Prefect global concurrency limit: it works with the embedded server,
+# costs no API round trip, and is per box (a global limit would be one GPU for the fleet).
+GPU_LOCK = threading.Lock()
+LOCAL_BACKENDS = {"transformers", "vllm"}  # backends that run a model here (openai: elsewhere)
+
+
+def by_content(context: TaskRunContext, parameters: dict) -> str:
+    """Cache key: the stage's content hash, computed by the engine and passed in."""
+    return parameters["key"]
+
+
+def _log(message: str) -> None:
+    get_run_logger().info(message)
+
+
+def gpu(backend: str):
+    return GPU_LOCK if backend in LOCAL_BACKENDS else nullcontext()
+
+
+@task(cache_key_fn=by_content, persist_result=True)
+def build(plan, cand, key: str) -> dict:
+    return stages.build_stage(plan, cand, log=_log)  # CPU and disk, in a subprocess: no GPU lock
+
+
+@task(cache_key_fn=by_content, persist_result=True)
+def answer(plan, cand, key: str) -> dict:
+    with gpu(plan.generation.backend):
+        return stages.answer_stage(plan, cand, log=_log)
+
+
+@task(cache_key_fn=by_content, persist_result=True)
+def grade(plan, cand, key: str) -> dict:
+    with gpu(plan.judge.backend):  # a remote judge grades while the next model is answered
+        return stages.grade_stage(plan, cand, log=_log)
+
+
+def new_stats() -> dict:
+    return {s: {"executed": 0, "cached": 0, "failed": 0, "items_executed": 0, "items_cached": 0,
+                "seconds": 0.0} for s in STAGES}
+
+
+def submit(stage_task, plan, cand):
+    """Start one stage as a task named '<stage> <model>' in the flow's thread pool.
+
+    A stage whose outputs on disk are gone (or incomplete) refreshes its cache entry
+    instead of trusting it.
+    """
+    key, done = {
+        "build": lambda: (cand.key, stages.built(cand)),
+        "answer": lambda: (stages.answer_key(plan, cand), stages.answers_complete(plan, cand)),
+        "grade": lambda: (stages.grade_stage_key(plan, cand), stages.grades_complete(plan, cand)),
+    }[stage_task.name]()
+    return stage_task.with_options(
+        name=stage_task.name,
+        task_run_name=f"{stage_task.name} {cand.name}",
+        result_storage=plan.workspace.state / "prefect-results",
+        refresh_cache=not done,
+    ).submit(plan, cand, key)
+
+
+def settle(name: str, future, cand, stats: dict) -> dict | None:
+    """Wait for a stage, count it in `stats`; returns the failure record, or None."""
+    future.wait()
+    state, s = future.state, stats[name]
+    if state.is_failed() or state.is_crashed():
+        s["failed"] += 1
+        return {"model": cand.name, "stage": name, "error": state.message}
+    summary = state.result()
+    work = summary["executed"] + summary["cached"]  # items (answers, grades) or 1 for a build
+    if state.name == "Cached":  # Prefect found the result: the task body did not run
+        s["cached"] += 1
+        s["items_cached"] += work
+    else:
+        s["executed" if summary["executed"] else "cached"] += 1
+        s["items_executed"] += summary["executed"]
+        s["items_cached"] += summary["cached"]
+        s["seconds"] += summary["seconds"]
+    return None
+
+
+def models_in_order(plan, stats: dict, overlap: bool = True):
+    """Yield (model, failure or None) for every model, in plan order, as each one finishes.
+
+    overlap: the next merge is built while this model is answered, and this model is graded
+    while the next one is answered (they share GPU_LOCK when the judge is local). Otherwise
+    each stage waits for the one before it: the strictly sequential sweep.
+    """
+    cands = plan.candidates
+    builds = {}  # candidate index → its build, started and not yet waited for
+
+    def start_build(i: int) -> None:
+        if i < len(cands) and i not in builds and stages.needs_build(plan, cands[i]):
+            builds[i] = submit(build, plan, cands[i])
+
+    def build_next_merge(i: int) -> None:  # one merge ahead at most: disk holds one spare model
+        if not builds:
+            start_build(next((j for j in range(i + 1, len(cands)) if stages.needs_build(plan, cands[j])), len(cands)))
+
+    grading = deque()  # (model, grade future or the failure that stopped it)
+    for i, cand in enumerate(cands):
+        start_build(i)
+        failure = settle("build", builds.pop(i), cand, stats) if i in builds else None
+        if overlap:
+            build_next_merge(i)  # one build at a time: the next merge, while this model is answered
+        if failure is None:
+            failure = settle("answer", submit(answer, plan, cand), cand, stats)
+        grading.append((cand, failure or submit(grade, plan, cand)))
+        while grading and (not overlap or len(grading) > 1):
+            yield _graded(*grading.popleft(), stats)
+    while grading:
+        yield _graded(*grading.popleft(), stats)
+
+
+def _graded(cand, pending, stats):
+    return cand, pending if isinstance(pending, dict) else settle("grade", pending, cand, stats)
+
+
+class RecipeFailed(RuntimeError):
+    pass
+
+
+@flow(name="mergeval-recipe", log_prints=True, persist_result=False)  # the parent reads the summary file
+def recipe(
+    model: str,
+    workspace: str,
+    configs: str = "merge_configs/toy",
+    items: str = "items/toy",
+    judge: str = "judge/proctora.yaml",
+    batch_size: int = 32,
+    max_new_tokens: int = 64,
+    backend: str = "transformers",
+    endpoint: str | None = None,
+) -> dict:
+    """build → answer → grade for one model of a sweep (a child run: the parent ranks)."""
+    ws = Workspace(Path(workspace))
+    plan = plan_sweep(ws, ws.resolve(configs), ws.resolve(items), ws.resolve(judge),
+                      GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                         backend=backend, endpoint=endpoint))
+    stats = new_stats()
+    one = replace(plan, candidates=(plan.candidate(model),))
+    [(_, failure)] = models_in_order(one, stats, overlap=False)
+    run_id = FlowRunContext.get().flow_run.id
+    write_atomic(deploy.summary_path(ws.root, run_id), json.dumps({"stats": stats, "failure": failure}))
+    if failure:
+        raise RecipeFailed(f"{failure['stage']} {model} failed: {failure['error']}")
+    return stats

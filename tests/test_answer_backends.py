@@ -1,0 +1,115 @@
+"""The answering backends (mergeval.answer_backends): `openai` against a real `transformers
+serve` of a tiny model on 127.0.0.1, `vllm` where it can run, and the checks that say why not.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from mergeval import answer_backends
+from mergeval.answer import GenerationSettings, answer_items, saved_answers
+from mergeval.items import load_items
+from tests.tiny_models import make_tiny_model
+
+QUESTIONS = ["what is 1 plus 2 ?", "reverse a b c ?", "what is 3 plus 4 ?", "answer user", "what is 9 ?",
+             "reverse x y ?"]
+
+
+@pytest.fixture(scope="module")
+def model_and_items(tmp_path_factory):
+    root = tmp_path_factory.mktemp("answer-backends")
+    model = make_tiny_model(root / "model", "llama", seed=3, num_layers=2)
+    for i, q in enumerate(QUESTIONS):
+        (root / "items" / f"q{i}.txt").parent.mkdir(exist_ok=True)
+        (root / "items" / f"q{i}.txt").write_text(f"Question:\n{q}\n\nCriterion:\nanything\n")
+    return model, load_items(root / "items")
+
+
+@pytest.fixture(scope="module")
+def transformers_serve(model_and_items, tmp_path_factory):
+    """`transformers serve` on 127.0.0.1 (as in test_judge_backends); its /v1 URL."""
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli = Path(sys.executable).with_name("transformers")
+    if not cli.exists():
+        pytest.skip(f"no transformers CLI next to {sys.executable}")
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    out = open(log, "wb")
+    proc = subprocess.Popen([str(cli), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
+                             "--dtype", "float32"], stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"transformers serve did not come up: {log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.25)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        out.close()
+
+
+def test_openai_backend_answers_like_the_in_process_model(model_and_items, transformers_serve, tmp_path):
+    model, items = model_and_items
+    local = answer_items("m", model, items, GenerationSettings(max_new_tokens=6), tmp_path / "local.jsonl")
+    served = GenerationSettings(max_new_tokens=6, backend="openai", endpoint=transformers_serve, batch_size=3)
+    answer_backends.check(served)
+    stage = answer_items("m", model, items, served, tmp_path / "served.jsonl")
+    assert stage.computed == len(items) and stage.reused == 0
+    for it in items:  # same outputs contract: one record per item, text and token counts
+        record = stage.answers[it.id]
+        assert set(record) >= {"model", "item_id", "prompt_hash", "answer", "prompt_tokens", "completion_tokens",
+                               "seconds"}
+        assert record["completion_tokens"] > 0 and record["prompt_tokens"] > 0
+        assert record["answer"] == local.answers[it.id]["answer"], it.question  # greedy, same weights
+    again = answer_items("m", model, items, served, tmp_path / "served.jsonl")  # resumes: nothing to do
+    assert again.computed == 0 and saved_answers(tmp_path / "served.jsonl", items) == stage.answers
+    # the backend is in the cache key (numerics differ between engines), the endpoint is not
+    assert served.fingerprint() != GenerationSettings(max_new_tokens=6).fingerprint()
+    assert served.fingerprint() == GenerationSettings(max_new_tokens=6, backend="openai").fingerprint()
+
+
+def test_backend_checks_say_what_to_fix():
+    with pytest.raises(ValueError, match="transformers, vllm or openai"):
+        answer_backends.check(GenerationSettings(backend="llamacpp"))
+    with pytest.raises(ValueError, match="needs an endpoint"):
+        answer_backends.check(GenerationSettings(backend="openai"))
+    why = answer_backends.vllm_missing()
+    if why:
+        with pytest.raises(ValueError, match="vllm answering backend cannot run here"):
+            answer_backends.check(GenerationSettings(backend="vllm"))
+
+
+# vLLM is an optional extra that needs a CUDA GPU; CI machines here have neither, so the test
+# states why it did not run instead of pretending it passed.
+@pytest.mark.skipif(answer_backends.vllm_missing() is not None,
+                    reason=f"vllm cannot run: {answer_backends.vllm_missing()}")
+def test_vllm_backend_answers_like_the_in_process_model(model_and_items, tmp_path):
+    model, items = model_and_items
+    local = answer_items("m", model, items, GenerationSettings(max_new_tokens=6), tmp_path / "local.jsonl")
+    stage = answer_items("m", model, items, GenerationSettings(max_new_tokens=6, backend="vllm"), tmp_path / "v.jsonl")
+    assert stage.computed == len(items)
+    agree = sum(stage.answers[it.id]["answer"] == local.answers[it.id]["answer"] for it in items)
+    assert agree >= len(items) - 1  # bf16/fp32 kernels may flip one near-tie
