@@ -10,6 +10,7 @@ killed at any point leaves nothing that counts as built.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -138,6 +139,7 @@ def build(
     if getattr(recipe, "trust_remote_code", False):
         cmd.append("--trust-remote-code")
     proc = subprocess.run(cmd, capture_output=True, text=True)
+    relay_worker_log(proc.stderr)
     config_file.unlink(missing_ok=True)
     if proc.returncode != 0 or not (tmp / "config.json").exists():
         store.remove_tree(tmp)
@@ -148,6 +150,18 @@ def build(
     seconds = time.perf_counter() - started
     store.mark_complete(final, {"recipe": recipe.name, "key": key, "seconds": round(seconds, 3)})
     return BuiltModel(recipe.name, key, final, cached=False, seconds=seconds)
+
+
+# The merge runs in its own process, so its log reaches Prefect's UI only if we pass it on:
+# "mergekit" is one of PREFECT_LOGGING_EXTRA_LOGGERS, and this logger is its child.
+WORKER_LOG = logging.getLogger("mergekit.worker")
+
+
+def relay_worker_log(stderr: str) -> None:
+    """mergekit's output, minus the progress-bar redraws, at INFO."""
+    for line in stderr.splitlines():
+        if line.strip() and "\r" not in line and "it/s]" not in line:
+            WORKER_LOG.info(line.rstrip())
 
 
 def _last_error(stderr: str) -> str:
