@@ -4,19 +4,13 @@ serve` of a tiny model on 127.0.0.1, `vllm` where it can run, and the checks tha
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from mergeval import answer_backends
 from mergeval.answer import GenerationSettings, answer_items, saved_answers
 from mergeval.items import load_items
+from tests import serve
 from tests.tiny_models import make_tiny_model
 
 QUESTIONS = ["what is 1 plus 2 ?", "reverse a b c ?", "what is 3 plus 4 ?", "answer user", "what is 9 ?",
@@ -35,40 +29,10 @@ def model_and_items(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def transformers_serve(model_and_items, tmp_path_factory):
-    """`transformers serve` on 127.0.0.1 (as in test_judge_backends); its /v1 URL."""
+    """`transformers serve` on 127.0.0.1; its /v1 URL."""
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cli = Path(sys.executable).with_name("transformers")
-    if not cli.exists():
-        pytest.skip(f"no transformers CLI next to {sys.executable}")
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    out = open(log, "wb")
-    proc = subprocess.Popen([str(cli), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
-                             "--dtype", "float32"], stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"transformers serve did not come up: {log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.25)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        out.close()
+    with serve.transformers_serve(["--dtype", "float32"], log) as url:
+        yield url
 
 
 def test_openai_backend_answers_like_the_in_process_model(model_and_items, transformers_serve, tmp_path):

@@ -6,20 +6,17 @@ re-asks, unscored results, and the on-disk call cache.
 from __future__ import annotations
 
 import json
-import os
 import random
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from mergeval.proctora import backend_openai
+from tests import serve
 from mergeval.proctora.judge import Judge, JudgeRequest, JudgeUnavailable
 from mergeval.proctora.settings import JudgeSettings
 from mergeval.workspace import Workspace
@@ -348,43 +345,10 @@ def test_openai_endpoint_down_is_unavailable():
 
 @pytest.fixture(scope="module")
 def transformers_serve(judge_model, tmp_path_factory):
-    log = tmp_path_factory.mktemp("serve") / "serve.log"  # a file, not a pipe nobody drains
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cli = Path(sys.executable).with_name("transformers")
-    if not cli.exists():
-        pytest.skip(f"no transformers CLI next to {sys.executable}")
-    pytest.importorskip("fastapi")  # transformers serve needs fastapi and uvicorn (prefect brings them)
-    pytest.importorskip("uvicorn")
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    out = open(log, "wb")
-    proc = subprocess.Popen(
-        [str(cli), "serve", str(judge_model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-        stdout=out, stderr=subprocess.STDOUT, env=env,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"transformers serve did not come up: {log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.25)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        out.close()
+    """`transformers serve` on 127.0.0.1; its /v1 URL."""
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with serve.transformers_serve([str(judge_model)], log) as url:
+        yield url
 
 
 def test_transformers_serve_through_the_openai_backend(transformers_serve, judge_model, tmp_path):

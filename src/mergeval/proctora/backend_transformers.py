@@ -96,7 +96,8 @@ class TransformersBackend:
             return []
         import torch
 
-        model, tok = self._load(), self.tokenizer()
+        self._load()  # once per Judge: the weights stay loaded across calls
+        tok = self.tokenizer()
         texts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in prompts]
         ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
         order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
