@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from mergeval.errors import InputError, Problem
-from mergeval.recipe_checks import ModelInfo, check_recipe, model_info
+from mergeval.recipe_checks import check_recipe
+from mergeval.source_models import ModelInfo, model_info
 from mergeval.workspace import Workspace
 from mergeval.yamlstrict import load_yaml
 
