@@ -13,21 +13,12 @@ from pathlib import Path
 
 import click
 
+from .cli_common import check_sweep_inputs, fail_on_input, sweep_options
 from .errors import InputError, SweepFailed
 from .workspace import Workspace
 
-EXIT_BAD_INPUT = 2
-
-
 def _workspace(ctx: click.Context) -> Workspace:
     return ctx.obj["workspace"]
-
-
-def _fail_on_input(err: InputError) -> None:
-    for problem in err.problems:
-        click.echo(str(problem), err=True)
-    click.echo(f"{len(err.problems)} problem(s); nothing was run.", err=True)
-    sys.exit(EXIT_BAD_INPUT)
 
 
 @click.group(
@@ -80,7 +71,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     targets = [ws.resolve(p) for p in paths] or [ws.configs, ws.items]
     problems = validate_paths(targets, ws)
     if problems:
-        _fail_on_input(InputError(problems))
+        fail_on_input(InputError(problems))
     click.echo(f"ok: {', '.join(str(t) for t in targets)}")
 
 
@@ -96,7 +87,7 @@ def build_cmd(ctx: click.Context, recipes: tuple[Path, ...]) -> None:
     try:
         loaded = load_recipes([ws.resolve(p) for p in recipes] or [ws.configs / "toy"], ws)
     except InputError as e:
-        _fail_on_input(e)
+        fail_on_input(e)
     failed = 0
     for recipe in loaded:
         try:
@@ -136,12 +127,7 @@ def load_flow(ws: Workspace, name: str = "sweep"):
 
 
 @main.command()
-@click.argument("configs", required=False, default="merge_configs/toy")
-@click.option("--items", default="items/toy", show_default=True, help="Item suite folder.")
-@click.option("--judge", default="judge/proctora.yaml", show_default=True, help="Proctora settings.")
-@click.option("--keep", default="top-3", show_default=True, help="Merged weights kept on disk: all, none or top-K.")
-@click.option("--batch-size", default=32, show_default=True, help="Items answered per generate() call.")
-@click.option("--max-new-tokens", default=64, show_default=True, help="Longest answer, in tokens.")
+@sweep_options
 @click.option("--pool", default=None, help="A Prefect work pool: one child flow run per model, taken by "
               "`mergeval worker` processes (needs a server: PREFECT_API_URL).")
 @click.option("--sequential", is_flag=True, help="Do not build the next merge while a model is answered.")
@@ -149,20 +135,8 @@ def load_flow(ws: Workspace, name: str = "sweep"):
 def sweep(ctx: click.Context, configs: str, items: str, judge: str, keep: str, batch_size: int,
           max_new_tokens: int, pool: str | None, sequential: bool) -> None:
     """Merge every recipe in CONFIGS, answer and grade every item, rank, write the report."""
-    from .answer import GenerationSettings
-    from .plan import plan_sweep
-    from .stages import parse_keep
-
     ws = _workspace(ctx)
-    try:
-        parse_keep(keep)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--keep")
-    try:  # validate before Prefect starts, so bad input costs seconds and exits 2
-        plan_sweep(ws, ws.resolve(configs), ws.resolve(items), ws.resolve(judge),
-                   GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens))
-    except InputError as e:
-        _fail_on_input(e)
+    check_sweep_inputs(ws, configs, items, judge, keep, batch_size, max_new_tokens)
     prefect_defaults(ws)
     flow = load_flow(ws)
     state = flow(configs=configs, items=items, judge=judge, keep=keep, workspace=str(ws.root),

@@ -17,15 +17,12 @@ from pathlib import Path
 
 import click
 
+from .cli_common import EXIT_BAD_INPUT, fail_on_input
 from .errors import InputError
-
-EXIT_BAD_INPUT = 2
 
 
 def _bad_input(err: InputError) -> None:
-    from .cli import _fail_on_input
-
-    _fail_on_input(err)
+    fail_on_input(err)
 
 
 def _judge_unavailable(err: Exception) -> None:

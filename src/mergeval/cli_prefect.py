@@ -18,6 +18,7 @@ import sys
 
 import click
 
+from .cli_common import check_sweep_inputs, sweep_options
 from .deploy import HEARTBEAT_S
 
 DEFAULT_PORT = 4200  # Prefect's own default, so its docs' URLs work as written
@@ -91,13 +92,8 @@ def worker(pool: str, limit: int, name: str | None) -> None:
 
 
 @click.command()
-@click.argument("configs", required=False, default="merge_configs/toy")
+@sweep_options
 @click.option("--cron", required=True, help='When, as cron in the server\'s time zone: "0 2 * * *" = 02:00.')
-@click.option("--items", default="items/toy", show_default=True, help="Item suite folder.")
-@click.option("--judge", default="judge/proctora.yaml", show_default=True, help="Proctora settings.")
-@click.option("--keep", default="top-3", show_default=True, help="Merged weights kept on disk: all, none or top-K.")
-@click.option("--batch-size", default=32, show_default=True, help="Items answered per generate() call.")
-@click.option("--max-new-tokens", default=64, show_default=True, help="Longest answer, in tokens.")
 @click.option("--pool", help="Send each model to this work pool's workers (default: run here).")
 @click.option("--name", default="nightly", show_default=True, help="Deployment name (mergeval-sweep/NAME).")
 @click.pass_context
@@ -108,25 +104,14 @@ def schedule(ctx: click.Context, configs: str, cron: str, items: str, judge: str
     \b
     A failed run can be retried from the UI: the retry runs only what failed.
     """
-    from .answer import GenerationSettings
-    from .cli import _fail_on_input, _workspace, load_flow, prefect_defaults
     import cloudpickle
 
+    from .cli import _workspace, load_flow, prefect_defaults
     from .deploy import sibling
-    from .errors import InputError
-    from .plan import plan_sweep
-    from .stages import parse_keep
 
     _need_server()
     ws = _workspace(ctx)
-    try:
-        parse_keep(keep)
-        plan_sweep(ws, ws.resolve(configs), ws.resolve(items), ws.resolve(judge),
-                   GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens))
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--keep")
-    except InputError as e:
-        _fail_on_input(e)
+    check_sweep_inputs(ws, configs, items, judge, keep, batch_size, max_new_tokens)
     prefect_defaults(ws)
     parameters = {"configs": configs, "items": items, "judge": judge, "keep": keep, "workspace": str(ws.root),
                   "batch_size": batch_size, "max_new_tokens": max_new_tokens, "pool": pool}

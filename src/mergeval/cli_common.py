@@ -1,0 +1,56 @@
+"""What the sweep-starting commands share: their options and the check before any work.
+
+`mergeval sweep` and `mergeval schedule` take the same sweep options and validate the same way,
+so a bad recipe fails in seconds with exit status 2 before Prefect starts or a schedule exists.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .errors import InputError
+from .workspace import Workspace
+
+EXIT_BAD_INPUT = 2
+
+
+def fail_on_input(err: InputError) -> None:
+    for problem in err.problems:
+        click.echo(str(problem), err=True)
+    click.echo(f"{len(err.problems)} problem(s); nothing was run.", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def sweep_options(command):
+    """CONFIGS, --items, --judge, --keep, --batch-size, --max-new-tokens (outermost first)."""
+    for option in reversed([
+        click.argument("configs", required=False, default="merge_configs/toy"),
+        click.option("--items", default="items/toy", show_default=True, help="Item suite folder."),
+        click.option("--judge", default="judge/proctora.yaml", show_default=True, help="Proctora settings."),
+        click.option("--keep", default="top-3", show_default=True,
+                     help="Merged weights kept on disk: all, none or top-K."),
+        click.option("--batch-size", default=32, show_default=True, help="Items answered per generate() call."),
+        click.option("--max-new-tokens", default=64, show_default=True, help="Longest answer, in tokens."),
+    ]):
+        command = option(command)
+    return command
+
+
+def check_sweep_inputs(ws: Workspace, configs: str, items: str, judge: str, keep: str,
+                       batch_size: int, max_new_tokens: int) -> None:
+    """Validate everything a sweep reads, before Prefect starts: bad input costs seconds."""
+    from .answer import GenerationSettings
+    from .plan import plan_sweep
+    from .stages import parse_keep
+
+    try:
+        parse_keep(keep)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--keep")
+    try:
+        plan_sweep(ws, ws.resolve(configs), ws.resolve(items), ws.resolve(judge),
+                   GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens))
+    except InputError as e:
+        fail_on_input(e)
