@@ -1,0 +1,32 @@
+"""An API key set for the judge is used, and written nowhere: not in the workspace, its caches,
+its reports, Prefect's database or the sweep's own output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests import serve
+from tests.sweep_helpers import make_toy_world, results, run_dir_of, run_sweep
+
+SECRET = "sk-mergeval-test-7f3a9c1e5b"
+
+
+def files_containing(root: Path, needle: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and needle in p.read_bytes()]
+
+
+def test_judge_api_key_is_written_nowhere(tmp_path, monkeypatch):
+    ws = make_toy_world(tmp_path / "ws")
+    for recipe in (ws / "merge_configs" / "toy").glob("*.yaml"):
+        if recipe.name != "ties_d08.yaml":
+            recipe.unlink()  # one merge is enough: the judge path is what is under test
+    judge = ws / "zoo" / "proctora"
+    with serve.transformers_serve([str(judge)], tmp_path / "serve.log") as url:
+        (ws / "judge" / "remote.yaml").write_text(
+            f"backend: openai\nendpoint: {url}\nmodel: {judge}\napi_key_env: PROCTORA_API_KEY\nmax_tokens: 8\n")
+        monkeypatch.setenv("PROCTORA_API_KEY", SECRET)
+        proc = run_sweep(ws, "--judge", "judge/remote.yaml")
+    rows = results(run_dir_of(proc))
+    assert rows and all(r["judge_score"] is not None for r in rows)  # the served judge really graded
+    assert SECRET not in proc.stdout + proc.stderr
+    assert files_containing(ws, SECRET.encode()) == []  # workspace, .mergeval, reports, .prefect
