@@ -136,8 +136,6 @@ def build(
     started = time.perf_counter()
     cmd = [sys.executable, "-m", "mergeval.merge_worker", str(config_file), str(tmp),
            "--seed", str(seed_of(recipe)), "--device", device]
-    if getattr(recipe, "trust_remote_code", False):
-        cmd.append("--trust-remote-code")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     relay_worker_log(proc.stderr)
     config_file.unlink(missing_ok=True)

@@ -52,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--trust-remote-code", action="store_true")
     args = parser.parse_args(argv)
 
     import torch
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         cuda=args.device.startswith("cuda"),
         copy_tokenizer=True,
-        trust_remote_code=args.trust_remote_code,
+        trust_remote_code=False,  # code from the internet stays off (issue 7 will add a per-model opt-in)
         lazy_unpickle=False,
         quiet=True,
     )
