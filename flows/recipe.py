@@ -30,7 +30,6 @@ from mergeval.plan import plan_sweep
 from mergeval.store import write_atomic
 from mergeval.workspace import Workspace
 
-STAGES = ("build", "answer", "grade")
 # One model on the accelerator at a time in this process: two would fight for its memory.
 # A plain lock, not a Prefect global concurrency limit: it works with the embedded server,
 # costs no API round trip, and is per box (a global limit would be one GPU for the fleet).
@@ -66,11 +65,6 @@ def answer(plan, cand, key: str) -> dict:
 def grade(plan, cand, key: str) -> dict:
     with gpu(plan.judge.backend):  # a remote judge grades while the next model is answered
         return stages.grade_stage(plan, cand, log=_log)
-
-
-def new_stats() -> dict:
-    return {s: {"executed": 0, "cached": 0, "failed": 0, "items_executed": 0, "items_cached": 0,
-                "seconds": 0.0} for s in STAGES}
 
 
 def submit(stage_task, plan, cand):
@@ -170,7 +164,7 @@ def recipe(
     plan = plan_sweep(ws, ws.resolve(configs), ws.resolve(items), ws.resolve(judge),
                       GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens,
                                          backend=backend, endpoint=endpoint))
-    stats = new_stats()
+    stats = stages.empty_stats()
     one = replace(plan, candidates=(plan.candidate(model),))
     [(_, failure)] = models_in_order(one, stats, overlap=False)
     run_id = FlowRunContext.get().flow_run.id

@@ -67,7 +67,7 @@ def sweep(
         with Judge(plan.judge, ws) as judge_check:  # before any GPU time: is the judge there?
             judge_check.check_alive()
 
-        stats = recipe.new_stats()
+        stats = stages.empty_stats()
         if pool:  # each model's build → answer → grade on whichever worker takes it
             child = {"workspace": str(ws.root), "configs": configs, "items": items, "judge": judge,
                      "batch_size": batch_size, "max_new_tokens": max_new_tokens, "backend": backend,

@@ -16,6 +16,15 @@ from .proctora.judge import Judge, JudgeRequest
 from .proctora.prompt import render_prompt
 
 
+STAGES = ("build", "answer", "grade")
+
+
+def empty_stats() -> dict:
+    """run.json's per-stage counters: tasks and items executed / cached / failed, seconds."""
+    return {s: {"executed": 0, "cached": 0, "failed": 0, "items_executed": 0, "items_cached": 0,
+                "seconds": 0.0} for s in STAGES}
+
+
 def answers_path(plan: SweepPlan, cand: Candidate) -> Path:
     return answer.answers_file(plan.workspace.state, cand.model_id, plan.generation)
 
@@ -169,6 +178,4 @@ def run_direct(plan: SweepPlan, settings: dict | None = None, log=lambda message
             build_stage(plan, cand, log=log)
         answer_stage(plan, cand, log=log)
         grade_stage(plan, cand, log=log)
-    zero = {"executed": 0, "cached": 0, "failed": 0, "items_executed": 0, "items_cached": 0, "seconds": 0.0}
-    stats = {stage: dict(zero) for stage in ("build", "answer", "grade")}
-    return finish(plan, list(plan.candidates), stats, [], settings or {}, started)
+    return finish(plan, list(plan.candidates), empty_stats(), [], settings or {}, started)
