@@ -74,7 +74,7 @@ def test_bom_crlf_and_markdown_headers(tmp_path):
 def test_item_without_criterion_is_an_error(tmp_path):
     p = write(tmp_path, "x.txt", "Question:\nwhat?\n")
     [(line, msg)] = problems(p, tmp_path)
-    assert line is None and "no Criterion section" in msg
+    assert line == 1 and "no Criterion section" in msg  # every problem has a line: here the body's first
 
 
 def test_checks_only_item_has_no_criterion(tmp_path):

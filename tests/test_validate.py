@@ -49,7 +49,7 @@ def test_every_problem_in_every_path(ws, tmp_path):
     found = validate_paths([configs, suite, tmp_path / "nothing-here"], ws)
     where = sorted((p.path.name, p.line) for p in found)
     assert ("bad.yaml", 4) in where and ("worse.yaml", 1) in where
-    assert ("a.txt", None) in where and ("b.md", 2) in where
+    assert ("a.txt", 1) in where and ("b.md", 2) in where
     assert ("nothing-here", None) in where
 
 

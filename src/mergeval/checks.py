@@ -77,7 +77,7 @@ def _read_regex(value: Any) -> Check:
     check = _read_text("regex")(value)
     try:
         re.compile(check.arg, re.IGNORECASE if check.ignore_case else 0)
-    except re.error as e:
+    except (re.error, OverflowError, RecursionError) as e:  # a{99999999999} overflows, not re.error
         raise ValueError(f"regex {check.arg!r} does not compile: {e}") from None
     return check
 

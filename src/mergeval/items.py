@@ -44,12 +44,18 @@ from typing import Any
 from mergeval.checks import Check, read_check
 from mergeval.errors import InputError, Problem
 from mergeval.hashing import content_hash
+from mergeval.inputfile import read_text_file
 from mergeval.yamlstrict import YamlDoc, did_you_mean, load_yaml
 
 ITEM_SUFFIXES = (".txt", ".md")
 FRONT_MATTER_KEYS = ("skill", "weight", "system", "turns", "checks", "scores", "reference", "canary")
 SECTIONS = ("question", "criterion", "reference", "system")
 NOT_ITEMS = ("readme.md", "readme.txt")
+# A skill is a column of ranking.csv and a label in the reports: it must not take the name of a
+# fixed column (skill "score" would overwrite every model's overall score) nor look like a path.
+RESERVED_SKILLS = ("model", "rank", "score", "n_scored", "n_unscored", "kind", "method", "parents",
+                   "best_parent", "vs_best_parent", "ci_low", "ci_high", "rank_low", "rank_high")
+MAX_SKILL = 64
 
 # A section header is a line of its own: "Question:" or "## Question" / "## Question:".
 _HEADER = re.compile(r"^\s*(?:#{1,6}\s*([A-Za-z]+)\s*:?|([A-Za-z]+)\s*:)\s*$")
@@ -111,13 +117,19 @@ def load_items(folder: Path) -> list[Item]:
 
 
 def item_files(folder: Path) -> list[Path]:
-    """The item files below a folder: *.txt / *.md, not hidden, not README."""
+    """The item files below a folder: *.txt / *.md, not hidden, not README.
+
+    Everything named like an item is listed, files or not: reading a folder or a broken link
+    named `q1.txt` reports it, where skipping it would silently drop an item. Linked folders
+    are listed too (the walk does not enter them), so that they are reported, not skipped."""
     out = []
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+        if any(part.startswith(".") for part in rel.parts):
             continue
         if p.suffix.lower() in ITEM_SUFFIXES and p.name.lower() not in NOT_ITEMS:
+            out.append(p)
+        elif p.is_symlink() and p.is_dir():
             out.append(p)
     return out
 
@@ -148,22 +160,14 @@ def read_items(folder: Path) -> tuple[list[Item], list[Problem]]:
 
 def read_item(path: Path, suite_root: Path) -> tuple[Item | None, list[Problem]]:
     """Parse one item file; returns (item or None, every problem found)."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        return None, [Problem(path, None, f"cannot read: {e.strerror or e}")]
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        return None, [
-            Problem(path, line, f"not UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8")
-        ]
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    text, problems = read_text_file(path, "an item", inside=suite_root)
+    if text is None:
+        return None, problems
+    lines = text.split("\n")
     p = _Parser(path)
     front, body_start = p.front_matter(lines)
+    # A missing section is reported at the first body line: every problem has a line.
+    p.body_line = min((body_start or 0) + 1, len(lines))
     if body_start is None:  # the whole file is an unclosed front matter: nothing else to say
         return None, p.problems
     sections = p.sections(lines, body_start)
@@ -171,10 +175,22 @@ def read_item(path: Path, suite_root: Path) -> tuple[Item | None, list[Problem]]
     return (None if p.problems else item), sorted(p.problems, key=lambda q: q.line or 0)
 
 
+def skill_problem(skill: str) -> str | None:
+    """Why `skill` cannot be a skill name, or None."""
+    if skill in RESERVED_SKILLS:
+        return f"{skill!r} is a column of ranking.csv, so it cannot name a skill; choose another name"
+    if len(skill) > MAX_SKILL:
+        return f"a skill name is at most {MAX_SKILL} characters (it heads a column of the ranking)"
+    if any(c in "/\\" or not c.isprintable() for c in skill) or skill.startswith("."):
+        return f"{skill!r}: a skill name is a label: no '/', '\\', control characters or leading '.'"
+    return None
+
+
 class _Parser:
     def __init__(self, path: Path):
         self.path = path
         self.problems: list[Problem] = []
+        self.body_line = 1
 
     def add(self, line: int | None, message: str) -> None:
         self.problems.append(Problem(self.path, line, message))
@@ -214,12 +230,18 @@ class _Parser:
 
     @staticmethod
     def _text(value: Any, what: str = "a non-empty string") -> str:
-        if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        if isinstance(value, bool):  # `skill: no` / `skill: on`: YAML 1.1 reads a boolean
+            raise ValueError(f"expected {what}, got the YAML boolean {str(value).lower()}: quote the word")
+        if not isinstance(value, (str, int)) or not str(value).strip():
             raise ValueError(f"expected {what}, got {value!r}")
         return str(value).strip()
 
     def _fm_skill(self, value: Any, doc: YamlDoc) -> str:
-        return self._text(value)
+        skill = self._text(value)
+        bad = skill_problem(skill)
+        if bad:
+            raise ValueError(bad)
+        return skill
 
     def _fm_system(self, value: Any, doc: YamlDoc) -> str:
         return self._text(value)
@@ -231,8 +253,12 @@ class _Parser:
         return self._text(value)
 
     def _fm_weight(self, value: Any, doc: YamlDoc) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"expected a number > 0, got {value!r}")
+        try:  # float() of a 400-digit integer overflows: that is a bad weight too
+            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(float(value))
+        except OverflowError:
+            ok = False
+        if not ok or value <= 0:
+            raise ValueError(f"expected a finite number > 0, got {value!r}")
         return float(value)
 
     def _fm_checks(self, value: Any, doc: YamlDoc) -> tuple[Check, ...]:
@@ -313,7 +339,7 @@ class _Parser:
     def build(self, front: dict[str, Any], sections: dict, path: Path, suite_root: Path) -> Item | None:
         body = {name: (line, "\n".join(text).strip()) for name, (line, _, text) in sections.items()}
         if "question" not in body:
-            self.add(None, "no Question section: an item needs a line 'Question:' followed by the question")
+            self.add(self.body_line, "no Question section: an item needs a line 'Question:' followed by the question")
         elif not body["question"][1]:
             self.add(body["question"][0], "the Question section is empty")
 
@@ -336,14 +362,18 @@ class _Parser:
             elif not criterion:
                 self.add(line, "the criterion has only 'Score n:' lines: say above them what is judged")
         elif not checks:
-            self.add(None, "no Criterion section: an item needs a line 'Criterion:' followed by how to grade the answer (or checks: in its front matter)")
+            self.add(self.body_line, "no Criterion section: an item needs a line 'Criterion:' followed by how to grade the answer (or checks: in its front matter)")
         elif scores:
-            self.add(None, "scores: given but there is no Criterion section for the judge to use them with")
+            self.add(self.body_line, "scores: given but there is no Criterion section for the judge to use them with")
 
         if self.problems:
             return None
         rel = path.relative_to(suite_root) if path.is_relative_to(suite_root) else Path(path.name)
         skill = front.get("skill") or (rel.parts[0] if len(rel.parts) > 1 else "general")
+        bad = skill_problem(skill)
+        if bad:  # a sub-folder named like a ranking column, e.g. items/mine/score/
+            self.add(self.body_line, f"the folder name is the skill: {bad}; rename the folder or set skill:")
+            return None
         return Item(
             id=rel.with_suffix("").as_posix(),
             suite=suite_root.name,

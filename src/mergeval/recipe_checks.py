@@ -22,12 +22,13 @@ changes what is accepted with it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mergeval.errors import Problem
-from mergeval.source_models import ModelInfo, hub_cache, looks_like_hub_id, model_info
+from mergeval.source_models import ModelInfo, locate, model_info
 from mergeval.workspace import Workspace
 from mergeval.yamlstrict import YamlDoc, did_you_mean, unknown_key_problems
 
@@ -160,8 +161,9 @@ class _Checker:
 
     def seed(self, d: dict) -> None:
         v = d.get("random_seed")
-        if "random_seed" in d and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-            self.add(("random_seed",), f"random_seed must be a whole number >= 0, got {v!r}")
+        if "random_seed" in d and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**32):
+            # numpy's and torch's seeders take at most 32 / 64 bits: refuse what a build would crash on
+            self.add(("random_seed",), f"random_seed must be a whole number from 0 to 2**32-1, got {v!r}")
 
     def models_group(self, models: Any, key: tuple, base: _Ref | None, params: list, module: str | None) -> None:
         if not isinstance(models, list):
@@ -298,30 +300,17 @@ class _Checker:
         return ref
 
     def resolve(self, raw: str, revision: str | None, key: tuple) -> Path | None:
-        p = self.ws.resolve(raw)
-        if p.is_dir():
-            if (p / "config.json").is_file():
-                return p.resolve()
-            self.add(key, f"source model {raw!r}: the folder {p} has no config.json (not a Hugging Face model folder)")
-            return None
-        if p.exists():
-            self.add(key, f"source model {raw!r}: {p} is a file, not a model folder")
-            return None
-        cached = hub_cache(raw, revision)
-        if cached is not None:
-            return cached
-        hub = looks_like_hub_id(raw)
-        self.add(key, f"source model {raw!r} not found: no folder {p}"
-                 + (f", and hub model {raw} is not in the local Hugging Face cache "
-                    "(mergeval does not download during validation; download it first)" if hub else ""))
-        return None
+        path, problem = locate(self.ws, raw, revision)
+        if problem:
+            self.add(key, problem)
+        return path
 
     def info(self, path: Path, key: tuple) -> ModelInfo | None:
         if path not in self._info:
             try:
                 self._info[path] = model_info(path)
-            except (OSError, ValueError) as e:
-                self.add(key, f"cannot read {path / 'config.json'}: {e}")
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:  # odd JSON shapes
+                self.add(key, f"cannot read {path / 'config.json'}: {e!r}")
                 self._info[path] = None
         return self._info[path]
 
@@ -371,6 +360,9 @@ class _Checker:
 
         collect(value, key)
         for v, k in leaves:
+            if isinstance(v, float) and not math.isfinite(v):  # pydantic takes .inf / .nan; a merge of them is all NaN
+                self.add(k, f"{p.name} must be a finite number, got {v!r}")
+                continue
             try:
                 p.validate(v)
             except ValidationError:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mergeval.errors import InputError, Problem
+from mergeval.inputfile import read_text_file
 from mergeval.recipe_checks import check_recipe
 from mergeval.source_models import ModelInfo, model_info
 from mergeval.workspace import Workspace
@@ -67,9 +68,10 @@ def is_stochastic(method: str) -> bool:
 
 
 def recipe_files(folder: Path) -> list[Path]:
+    """Everything named like a recipe, files or not: a folder or a broken link named `x.yaml`
+    is then reported when read, never silently skipped."""
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in RECIPE_SUFFIXES
-        and not p.name.startswith(".")
+        p for p in folder.iterdir() if p.suffix.lower() in RECIPE_SUFFIXES and not p.name.startswith(".")
     )
 
 
@@ -91,18 +93,18 @@ def load_recipes(paths: list[Path], workspace: Workspace) -> list[Recipe]:
 def read_recipes(paths: list[Path], workspace: Workspace) -> tuple[list[Recipe], list[Problem]]:
     recipes: list[Recipe] = []
     problems: list[Problem] = []
-    files: list[Path] = []
+    files: list[tuple[Path, Path | None]] = []  # (recipe file, the folder it was listed from)
     for p in paths:
         if p.is_dir():
             found = recipe_files(p)
             if not found:
                 problems.append(Problem(p, None, "no recipes (*.yaml, *.yml) in this folder"))
-            files += found
+            files += [(f, p) for f in found]
         else:
-            files.append(p)
+            files.append((p, None))
     first_by_name: dict[str, Path] = {}
-    for f in files:
-        recipe, found = read_recipe(f, workspace)
+    for f, folder in files:
+        recipe, found = read_recipe(f, workspace, inside=folder)
         problems += found
         if recipe is None:
             continue
@@ -117,22 +119,19 @@ def read_recipes(paths: list[Path], workspace: Workspace) -> tuple[list[Recipe],
     return recipes, problems
 
 
-def read_recipe(path: Path, workspace: Workspace) -> tuple[Recipe | None, list[Problem]]:
-    """Parse and check one recipe; (recipe or None, every problem found)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        return None, [Problem(path, None, "recipe file not found")]
-    except UnicodeDecodeError:
-        return None, [Problem(path, None, "not UTF-8; save the file as UTF-8")]
-    except OSError as e:
-        return None, [Problem(path, None, f"cannot read: {e.strerror or e}")]
+def read_recipe(path: Path, workspace: Workspace, inside: Path | None = None) -> tuple[Recipe | None, list[Problem]]:
+    """Parse and check one recipe; (recipe or None, every problem found).
+
+    `inside`: the folder it was listed from; a link leading out of it is refused."""
+    text, problems = read_text_file(path, "a recipe", inside=inside)
+    if text is None:
+        return None, problems
     doc = load_yaml(text, path)
     if doc.problems and doc.data is None:
         return None, doc.problems
     if not isinstance(doc.data, dict):
         return None, doc.problems + [
-            Problem(path, doc.line(), "a recipe is a YAML mapping (merge_method: ..., models: ...)")
+            Problem(path, doc.line() or 1, "a recipe is a YAML mapping (merge_method: ..., models: ...)")
         ]
     checked = check_recipe(doc, workspace)
     problems = sorted(doc.problems + checked.problems, key=lambda p: p.line or 0)

@@ -43,6 +43,30 @@ def hub_cache(raw: str, revision: str | None) -> Path | None:
     return Path(hit).parent if isinstance(hit, str) else None
 
 
+def locate(workspace, raw: str, revision: str | None) -> tuple[Path | None, str | None]:
+    """(the model folder, None) or (None, why not) for a reference as written in a recipe."""
+    try:  # a NUL byte or a 300-character folder name makes the OS refuse the path itself
+        if "\0" in raw:
+            raise ValueError("it holds a NUL byte")
+        p = workspace.resolve(raw)
+        p.is_dir()
+    except (OSError, ValueError) as e:
+        return None, f"source model {raw!r}: not a usable path ({e})"
+    if p.is_dir():
+        if (p / "config.json").is_file():
+            return p.resolve(), None
+        return None, f"source model {raw!r}: the folder {p} has no config.json (not a Hugging Face model folder)"
+    if p.exists():
+        return None, f"source model {raw!r}: {p} is a file, not a model folder"
+    cached = hub_cache(raw, revision)
+    if cached is not None:
+        return cached, None
+    hub = looks_like_hub_id(raw)
+    return None, (f"source model {raw!r} not found: no folder {p}"
+                  + (f", and hub model {raw} is not in the local Hugging Face cache "
+                     "(mergeval does not download during validation; download it first)" if hub else ""))
+
+
 def model_info(path: Path) -> ModelInfo:
     """Architecture, sizes and layer counts from config.json, the way mergekit reads them."""
     from mergekit.architecture.json_definitions import NAME_TO_ARCH
