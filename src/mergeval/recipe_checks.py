@@ -77,6 +77,7 @@ class Checked:
     rewrites: list[tuple[tuple, str]] = field(default_factory=list)
     sources: list[Path] = field(default_factory=list)
     base_model: Path | None = None
+    located: list[tuple[str, str | None, Path]] = field(default_factory=list)  # (raw, revision, folder)
 
 
 def check_recipe(doc: YamlDoc, workspace: Workspace) -> Checked:
@@ -303,6 +304,8 @@ class _Checker:
         path, problem = locate(self.ws, raw, revision)
         if problem:
             self.add(key, problem)
+        else:
+            self.out.located.append((raw, revision, path))
         return path
 
     def info(self, path: Path, key: tuple) -> ModelInfo | None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from mergeval.errors import InputError, Problem
 from mergeval.inputfile import read_text_file
+from mergeval.check_memo import checked_with_memo
 from mergeval.recipe_checks import check_recipe
 from mergeval.source_models import ModelInfo, model_info
 from mergeval.workspace import Workspace
@@ -82,15 +83,17 @@ def load_recipe(path: Path, workspace: Workspace) -> Recipe:
     return recipe
 
 
-def load_recipes(paths: list[Path], workspace: Workspace) -> list[Recipe]:
-    """Each path a recipe file or a folder of them (*.yaml, *.yml); all problems at once."""
-    recipes, problems = read_recipes(paths, workspace)
+def load_recipes(paths: list[Path], workspace: Workspace, memos: list | None = None) -> list[Recipe]:
+    """Each path a recipe file or a folder of them (*.yaml, *.yml); all problems at once.
+    `memos` collects passing checks to remember (check_memo.py)."""
+    recipes, problems = read_recipes(paths, workspace, memos)
     if problems:
         raise InputError(problems)
     return recipes
 
 
-def read_recipes(paths: list[Path], workspace: Workspace) -> tuple[list[Recipe], list[Problem]]:
+def read_recipes(paths: list[Path], workspace: Workspace,
+                 memos: list | None = None) -> tuple[list[Recipe], list[Problem]]:
     recipes: list[Recipe] = []
     problems: list[Problem] = []
     files: list[tuple[Path, Path | None]] = []  # (recipe file, the folder it was listed from)
@@ -104,7 +107,7 @@ def read_recipes(paths: list[Path], workspace: Workspace) -> tuple[list[Recipe],
             files.append((p, None))
     first_by_name: dict[str, Path] = {}
     for f, folder in files:
-        recipe, found = read_recipe(f, workspace, inside=folder)
+        recipe, found = read_recipe(f, workspace, inside=folder, memos=memos)
         problems += found
         if recipe is None:
             continue
@@ -119,10 +122,13 @@ def read_recipes(paths: list[Path], workspace: Workspace) -> tuple[list[Recipe],
     return recipes, problems
 
 
-def read_recipe(path: Path, workspace: Workspace, inside: Path | None = None) -> tuple[Recipe | None, list[Problem]]:
+def read_recipe(path: Path, workspace: Workspace, inside: Path | None = None,
+                memos: list | None = None) -> tuple[Recipe | None, list[Problem]]:
     """Parse and check one recipe; (recipe or None, every problem found).
 
-    `inside`: the folder it was listed from; a link leading out of it is refused."""
+    `inside`: the folder it was listed from; a link leading out of it is refused. A recipe
+    that passed before, unchanged and with unchanged sources, is not checked again
+    (check_memo.py); `memos` collects new passing checks for the caller to remember."""
     text, problems = read_text_file(path, "a recipe", inside=inside)
     if text is None:
         return None, problems
@@ -133,7 +139,7 @@ def read_recipe(path: Path, workspace: Workspace, inside: Path | None = None) ->
         return None, doc.problems + [
             Problem(path, doc.line() or 1, "a recipe is a YAML mapping (merge_method: ..., models: ...)")
         ]
-    checked = check_recipe(doc, workspace)
+    checked = checked_with_memo(text, workspace, lambda: check_recipe(doc, workspace), memos)
     problems = sorted(doc.problems + checked.problems, key=lambda p: p.line or 0)
     if problems:
         return None, problems
