@@ -38,6 +38,7 @@ class GradeStage:
     computed: int
     reused: int
     seconds: float
+    repaired: int = 0  # saved grades found damaged on disk (checksum), dropped and graded again
 
 
 def grade_key(answer: str, item: Item, judge_fingerprint: str) -> str:
@@ -116,6 +117,7 @@ def grade_answers(
 ) -> GradeStage:
     """Grade what is not graded yet. `open_judge` is called at most once, only if needed."""
     started = time.perf_counter()
+    repaired = len(store.repair_jsonl(path))  # damaged records out, so their items are graded again
     todo = pending(path, items, answers, judge_fingerprint)
     needs_judge = [it for it in todo if it.criterion is not None]
     judge = open_judge() if (needs_judge and open_judge) else None
@@ -133,11 +135,11 @@ def grade_answers(
                 checks = run_checks(it, text)
                 key = grade_key(text, it, judge_fingerprint)
                 records.append(grade_record(it, answers[it.id], key, checks, results.get(it.id), scale))
-            store.append_jsonl(path, records)
+            store.append_jsonl(path, records, sealed=True)
             log(f"graded {min(start + GRADE_CHUNK, len(todo))}/{len(todo)}")
     finally:
         if judge is not None and hasattr(judge, "close"):
             judge.close()
     by_key = {r["grade_key"]: r for r in store.read_jsonl(path)}
     grades = {it.id: by_key[grade_key(answers[it.id]["answer"], it, judge_fingerprint)] for it in items}
-    return GradeStage(grades, len(todo), len(items) - len(todo), time.perf_counter() - started)
+    return GradeStage(grades, len(todo), len(items) - len(todo), time.perf_counter() - started, repaired)
