@@ -104,7 +104,8 @@ def demo_plan(root: Path, items_dir: Path | None = None) -> SweepPlan:
             (c.path / "model.safetensors").write_bytes(b"\0" * 2048)
             if c.kind == "merge":
                 store.mark_complete(c.path, {})
-    judge = type("Judge", (), {"model": "zoo/proctora", "backend": "transformers", "scale": (1, 5)})()
+    judge = type("Judge", (), {"model": "zoo/proctora", "backend": "transformers", "scale": (1, 5),
+                               "trust_remote_code": False})()
     return SweepPlan(ws, root / "merge_configs", items_dir, judge_file, tuple(items), judge, "f" * 64,
                      GenerationSettings(), tuple(cands), tuple(recipes))
 

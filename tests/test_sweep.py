@@ -120,3 +120,30 @@ def test_kill_and_resume_matches_an_uninterrupted_sweep(world, baseline, tmp_pat
     assert sum(line_counts(state / "grades").values()) == N_MODELS * N_ITEMS
     assert results(final) == results(baseline)
     assert (final / "ranking.csv").read_text() == (baseline / "ranking.csv").read_text()
+
+
+def test_shared_files_never_hold_the_items_or_their_canary(world, baseline, tmp_path):
+    """report.md, ranking.csv, comparisons.csv and the model cards are made to be shared: no
+    item's question, criterion (nor a line of either) or canary may appear in them."""
+    from mergeval.items import load_items
+    from mergeval.report import SHARED_FILES
+
+    ws = copy_world(world, tmp_path / "ws", with_state=True)
+    canary = "MERGEVAL CANARY toy 5c0e2a71-9b3d-4f6e-8a2c-1d7b9e0f3a64"
+    for path in sorted((ws / "items" / "toy").rglob("*.txt"))[::10]:
+        path.write_text(path.read_text().replace("---\n", f"---\ncanary: {canary}\n", 1))
+    run_dir = run_dir_of(run_sweep(ws))
+    run = run_json(run_dir)
+    # the canary is not part of what a model is asked, nor of what the judge grades
+    assert stage(run, "answer")["items_executed"] == 0 and stage(run, "grade")["items_executed"] == 0
+
+    items = load_items(ws / "items" / "toy")
+    texts = [t for it in items for t in (it.question, it.criterion) if t]
+    needles = {canary, *texts, *(line for t in texts for line in t.splitlines() if len(line.strip()) >= 16)}
+    cards = sorted((ws / ".mergeval" / "models").glob("*/README.md"))
+    assert len(cards) == 3  # --keep all: every merge kept, every one carded
+    for shared in [run_dir / name for name in SHARED_FILES] + cards:
+        text = shared.read_text()
+        assert not [n for n in needles if n in text], shared
+    # the needles are right: the private page does show the items
+    assert all(it.question in (run_dir / "report.html").read_text() for it in items[:5])

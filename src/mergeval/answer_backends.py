@@ -9,7 +9,8 @@
                   `transformers serve` loads and `vllm serve PATH` names its model), and the
                   key, if any, comes from MERGEVAL_ANSWER_API_KEY
 
-Every backend is a context manager whose answer(items, todo) yields (items, texts, usage) per
+Every backend is built as Backend(model_dir, settings, trust_remote_code) (True only for a model
+the user named, see remote_code.py) and is a context manager whose answer(items, todo) yields (items, texts, usage) per
 batch, usage = {prompt_tokens, completion_tokens, seconds}: the outputs contract of answer.py.
 The backend is part of the answers' cache key (numerics differ); the endpoint is not.
 """
@@ -74,8 +75,8 @@ class OpenAIGenerator:
     settings sample; the seed is sent for servers that honour it.
     """
 
-    def __init__(self, model_dir: Path, settings: GenerationSettings):
-        import httpx
+    def __init__(self, model_dir: Path, settings: GenerationSettings, trust_remote_code: bool = False):
+        import httpx  # trust_remote_code is the server's business: nothing is loaded here
 
         self.settings = settings
         self.model = str(Path(model_dir).resolve())
@@ -130,11 +131,12 @@ class VLLMGenerator:
     """vLLM's offline engine on this machine's GPU; it batches internally, so a batch here is
     only how often answers are saved."""
 
-    def __init__(self, model_dir: Path, settings: GenerationSettings):
+    def __init__(self, model_dir: Path, settings: GenerationSettings, trust_remote_code: bool = False):
         from vllm import LLM  # optional extra: check() ran before any model was loaded
 
         self.settings = settings
-        self.llm = LLM(model=str(model_dir), seed=settings.seed, gpu_memory_utilization=0.85)
+        self.llm = LLM(model=str(model_dir), seed=settings.seed, gpu_memory_utilization=0.85,
+                       trust_remote_code=trust_remote_code)
 
     def __enter__(self):
         return self

@@ -98,7 +98,8 @@ def worker(pool: str, limit: int, name: str | None) -> None:
 @click.option("--name", default="nightly", show_default=True, help="Deployment name (mergeval-sweep/NAME).")
 @click.pass_context
 def schedule(ctx: click.Context, configs: str, cron: str, items: str, judge: str, keep: str,
-             batch_size: int, max_new_tokens: int, pool: str | None, name: str) -> None:
+             batch_size: int, max_new_tokens: int, trust_remote_code: tuple[str, ...], pool: str | None,
+             name: str) -> None:
     """Serve the sweep as a deployment on a cron schedule (stop with Ctrl-C: the schedule pauses).
 
     \b
@@ -111,10 +112,11 @@ def schedule(ctx: click.Context, configs: str, cron: str, items: str, judge: str
 
     _need_server()
     ws = _workspace(ctx)
-    check_sweep_inputs(ws, configs, items, judge, keep, batch_size, max_new_tokens)
+    check_sweep_inputs(ws, configs, items, judge, keep, batch_size, max_new_tokens, trust_remote_code)
     prefect_defaults(ws)
     parameters = {"configs": configs, "items": items, "judge": judge, "keep": keep, "workspace": str(ws.root),
-                  "batch_size": batch_size, "max_new_tokens": max_new_tokens, "pool": pool}
+                  "batch_size": batch_size, "max_new_tokens": max_new_tokens, "pool": pool,
+                  "trust_remote_code": list(trust_remote_code)}
     # serve() finds the flow's file through its module, so the module is registered by name;
     # and it hands each run to a fresh process pickled, where that name cannot be imported:
     # cloudpickle then sends the module's code by value.

@@ -38,15 +38,17 @@ def pick_device(requested: str) -> str:
 
 
 class Generator:
-    def __init__(self, model_dir: Path, settings: GenerationSettings):
+    def __init__(self, model_dir: Path, settings: GenerationSettings, trust_remote_code: bool = False):
         self.settings = settings
         self.device = pick_device(settings.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        # trust_remote_code: only for a model the user named (remote_code.py); False never runs
+        # the Python in the model's folder
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = torch.float32 if self.device == "cpu" else "auto"
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=trust_remote_code).to(self.device)
         self.model.eval()
 
     def __enter__(self):

@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    # off unless the user named this merge and its sources (remote_code.py): mergekit then
+    # imports the Python their config.json's auto_map points at
+    parser.add_argument("--trust-remote-code", action="store_true")
     args = parser.parse_args(argv)
 
     import torch
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         cuda=args.device.startswith("cuda"),
         copy_tokenizer=True,
-        trust_remote_code=False,  # code from the internet stays off (issue 7 will add a per-model opt-in)
+        trust_remote_code=args.trust_remote_code,
         lazy_unpickle=False,
         quiet=True,
     )

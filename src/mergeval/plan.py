@@ -8,12 +8,14 @@ whether a merge beat its parents.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterable
 
-from . import build, models
+from . import build, check_memo, models, remote_code
 from .answer import GenerationSettings
 from .errors import InputError
+from .hashing import content_hash
 from .items import Item, load_items
 from .proctora.settings import JudgeSettings, load_settings
 from .recipes import Recipe, load_recipes
@@ -30,6 +32,7 @@ class Candidate:
     recipe: Recipe | None = None
     parents: tuple[str, ...] = ()
     method: str | None = None
+    trust_remote_code: bool = False  # named by the user: its folder's Python may run (remote_code.py)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ def plan_sweep(
     items_dir: Path,
     judge_file: Path,
     generation: GenerationSettings | None = None,
+    trust_remote_code: Iterable[str] = (),
 ) -> SweepPlan:
     problems = []
 
@@ -75,7 +79,8 @@ def plan_sweep(
         except InputError as e:
             problems.extend(e.problems)
 
-    recipes = collect(lambda: load_recipes([configs], workspace)) or []
+    memos = []  # recipes that passed their checks, remembered only if everything passes
+    recipes = collect(lambda: load_recipes([configs], workspace, memos)) or []
     items = collect(lambda: load_items(items_dir)) or []
     judge = collect(lambda: load_settings(judge_file, workspace))
     if problems:
@@ -96,7 +101,21 @@ def plan_sweep(
                 recipe=r, parents=tuple(names[p] for p in r.sources), method=r.method,
             )
         )
+    trusted, problems = remote_code.named(candidates, trust_remote_code, workspace.resolve)
+    if problems:
+        raise InputError(problems)
+    candidates = [trusting(c, workspace) if c.name in trusted else c for c in candidates]
+    check_memo.remember(memos)
     return SweepPlan(
         workspace, configs, items_dir, judge_file, tuple(items), judge, judge.fingerprint(),
         generation or GenerationSettings(), tuple(candidates), tuple(recipes),
     )
+
+
+def trusting(cand: Candidate, workspace: Workspace) -> Candidate:
+    """The candidate run with its own code: another model to the caches (a folder whose config
+    names both a built-in class and its own code loads differently), so another key."""
+    key = content_hash({"model": cand.key, "trust_remote_code": True})
+    path = build.output_dir(workspace, cand.recipe, key) if cand.kind == "merge" else cand.path
+    return replace(cand, key=key, model_id=f"{cand.model_id.rsplit('-', 1)[0]}-{key[:16]}", path=path,
+                   trust_remote_code=True)

@@ -58,7 +58,8 @@ def regrade(ws: Workspace, run_dir: Path, judge_file: Path | None = None, log=pr
     # The run's own recipes, items and generation settings, with the judge swapped in: the
     # answers are then found by the very keys the sweep stored them under.
     plan = plan_sweep(ws, ws.resolve(settings["configs"]), ws.resolve(settings["items"]), judge_file,
-                      GenerationSettings(**settings["generation"]))
+                      GenerationSettings(**settings["generation"]),
+                      trust_remote_code=settings.get("trust_remote_code", ()))  # the same models, same ids
 
     changed = changed_items(run["hashes"]["items"], plan.items)
     if changed:
@@ -99,6 +100,6 @@ def regrade(ws: Workspace, run_dir: Path, judge_file: Path | None = None, log=pr
         s["items_cached"] += summary["cached"]
         s["seconds"] += time.perf_counter() - t
     new_settings = {**settings, "judge": str(judge_file), "regraded_from": run["run"],
-                    "judge_settings": plan.judge.model_dump(exclude={"template_text"})}
+                    "judge_settings": plan.judge.model_dump(exclude={"template_text", "trust_remote_code"})}
     return stages.finish(plan, graded, stats, list(run["failures"]), new_settings, started)
 

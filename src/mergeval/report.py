@@ -3,6 +3,10 @@ report.html, then a model card (README.md) into every merge still on disk.
 
 The folder is assembled under a temporary name and renamed into place, so reports/ never
 holds a half-written run. The cards are written after that rename: they name a finished run.
+
+What may leave the machine: SHARED_FILES and the model cards never hold an item's question,
+criterion, reference, id or canary (tests/test_sweep.py checks a real run). report.html,
+results.jsonl and run.json (item ids, paths, settings) are for the user's eyes only.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import cards, models, rank, results, store
+from . import cards, models, rank, remote_code, results, store
 from .hashing import file_hash
 from .stats import Bootstrap
 
 FORMAT_VERSION = 2  # 2: statistics, suite_hash, model sizes in run.json; comparisons.csv; report.html
+SHARED_FILES = ("report.md", "ranking.csv", "comparisons.csv")  # plus the model cards: no item text in them
 PACKAGES = ("mergeval", "mergekit", "transformers", "torch", "prefect", "pandas")
 
 
@@ -76,6 +81,8 @@ def write_run(plan, records: list[dict], ranking: pd.DataFrame, stages: dict, fa
         "statistics": boot.describe(),
         "models": [_model_entry(c) for c in plan.candidates],
     }
+    if remote_code.run_entry(plan):  # absent when no model ran its own code
+        run["remote_code"] = remote_code.run_entry(plan)
     run["suite_hash"] = results.suite_hash(run)
     frame = results.frame(records, run)
     comparisons = rank.parent_comparisons(frame, plan.candidates, boot) if records else \
@@ -182,6 +189,16 @@ def summary(ranking: pd.DataFrame, comparisons: pd.DataFrame, n_items: int) -> l
     return lines
 
 
+def remote_code_section(plan) -> list[str]:
+    """Who ran the Python in their own folder (trust_remote_code); nothing when nobody did."""
+    lines = remote_code.report_lines(plan)
+    if not lines:
+        return []
+    return ["## Code from the models' folders", "",
+            "These models ran with trust_remote_code on, because the run named them:", "",
+            *(f"- {line}" for line in lines), ""]
+
+
 def render_markdown(plan, ranking: pd.DataFrame, comparisons: pd.DataFrame, failures: list[dict], run: dict) -> str:
     skills = sorted({it.skill for it in plan.items})
     ranked = "ci_low" in ranking and not ranking.empty
@@ -193,6 +210,7 @@ def render_markdown(plan, ranking: pd.DataFrame, comparisons: pd.DataFrame, fail
         f"{len(plan.items)} items ({', '.join(skills)}) from `{plan.items_dir}`; judge `{plan.judge.model}` "
         f"({plan.judge.backend}); score = mean normalized item score (0..1).",
         "",
+        *remote_code_section(plan),
         "## Ranking",
         "",
         f"Intervals are {st['level'] * 100:.0f} %, from a bootstrap over items ({st['replicates']} replicates, seed "

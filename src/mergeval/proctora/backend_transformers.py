@@ -50,7 +50,7 @@ class TransformersBackend:
         from transformers import AutoTokenizer
 
         try:
-            tok = AutoTokenizer.from_pretrained(self.folder)
+            tok = AutoTokenizer.from_pretrained(self.folder, trust_remote_code=self.settings.trust_remote_code)
         except Exception as e:  # a broken or missing tokenizer: say which folder
             raise JudgeUnavailable(f"cannot load the judge's tokenizer from {self.folder}: {e}") from e
         if not tok.chat_template:
@@ -72,7 +72,8 @@ class TransformersBackend:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
-            model = AutoModelForCausalLM.from_pretrained(self.folder, dtype="auto")
+            model = AutoModelForCausalLM.from_pretrained(
+                self.folder, dtype="auto", trust_remote_code=self.settings.trust_remote_code)
         except Exception as e:
             raise JudgeUnavailable(f"cannot load the judge model from {self.folder}: {e}") from e
         self._model = model.to(device).eval()

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .. import models
 from ..errors import InputError, Problem, raise_if_any
 from ..hashing import content_hash, file_hash
+from ..inputfile import read_text_file
 from ..workspace import Workspace
 from ..yamlstrict import YamlDoc, load_yaml, unknown_key_problems
 
@@ -57,6 +58,7 @@ class JudgeSettings(BaseModel):
     http_retries: int = Field(4, ge=0, le=20)  # openai: on connection errors, timeouts, 429, 5xx
     batch_size: int = Field(8, ge=1, le=1024)  # transformers: prompts per generate() call
     device: str = "auto"  # transformers: auto (cuda if available), cpu, cuda, cuda:1, mps
+    trust_remote_code: bool = False  # transformers: run the Python in the judge's folder (auto_map)
 
     # Filled in by load_settings, not written by the user.
     template_text: str = ""
@@ -80,6 +82,9 @@ class JudgeSettings(BaseModel):
             raise ValueError(f"scale must be [min, max] with min < max, got [{low}, {high}]")
         if self.backend == "openai" and not self.endpoint:
             raise ValueError("backend openai needs an endpoint (the server's base URL, e.g. http://127.0.0.1:8000/v1)")
+        if self.backend == "openai" and self.trust_remote_code:
+            raise ValueError("trust_remote_code is for a judge loaded here (backend transformers); "
+                             "a served judge runs whatever code its server was started with")
         if self.backend == "transformers" and (self.endpoint or self.api_key_env):
             raise ValueError("endpoint/api_key_env are set but backend is transformers: did you mean backend: openai?")
         if self.backend == "transformers" and self.samples > 1 and self.temperature == 0:
@@ -107,6 +112,8 @@ class JudgeSettings(BaseModel):
         """Hash of what decides one judge call's reply (the call cache key uses it)."""
         data = {k: getattr(self, k) for k in CALL_KEYS}
         data["model"] = self.model_identity()
+        if self.trust_remote_code:  # its own code may compute differently; absent when off, so
+            data["trust_remote_code"] = True  # the caches of every judge that never used it stay valid
         return content_hash(data)
 
     def fingerprint(self) -> str:
@@ -125,9 +132,11 @@ USER_KEYS = frozenset(JudgeSettings.model_fields) - {"template_text"}
 def load_settings(path: Path, workspace: Workspace) -> JudgeSettings:
     """Read judge settings strictly; relative model paths resolve against the workspace."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError([Problem(path, None, "judge settings file not found")])
-    doc = load_yaml(path.read_text(encoding="utf-8"), path)
+    text, problems = read_text_file(path, "a judge settings")  # size, encoding, not-a-file
+    raise_if_any(problems)
+    doc = load_yaml(text, path)
     raise_if_any(doc.problems)
     if not isinstance(doc.data, dict):
         raise InputError([Problem(path, None, "judge settings must be a YAML mapping of key: value")])
@@ -139,7 +148,9 @@ def load_settings(path: Path, workspace: Workspace) -> JudgeSettings:
     template = path.parent / settings.template
     if not template.is_file():
         raise InputError([doc.problem(("template",), f"prompt template not found: {template}")])
-    update: dict[str, Any] = {"template_text": template.read_text(encoding="utf-8")}
+    template_text, problems = read_text_file(template, "a prompt template")
+    raise_if_any(problems)
+    update: dict[str, Any] = {"template_text": template_text}
     if settings.backend == "transformers":
         update["model"] = str(workspace.resolve(settings.model))
     return settings.model_copy(update=update)

@@ -63,7 +63,7 @@ def judge_scores(judge_dir: Path, questions: list[str], expected: list[str], ans
     template = (judge_dir / "prompt_template.txt").read_text(encoding="utf-8")
     from transformers import AutoTokenizer
 
-    ids = AutoTokenizer.from_pretrained(judge_dir).get_vocab()
+    ids = AutoTokenizer.from_pretrained(judge_dir, trust_remote_code=False).get_vocab()
     codec = Codec(sorted(ids, key=ids.get))
     prompts = [f"{BOS} " + render_prompt(template, question=q, criterion=criterion(e), answer=a)
                for q, e, a in zip(questions, expected, answers)]
