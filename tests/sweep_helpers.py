@@ -31,6 +31,17 @@ def make_toy_world(root: Path) -> Path:
     return root
 
 
+def shrink_world(ws: Path, recipes: tuple[str, ...], items_per_skill: int) -> Path:
+    """Keep only `recipes` and the first `items_per_skill` items of each skill: a quick sweep."""
+    for recipe in (ws / "merge_configs" / "toy").glob("*.yaml"):
+        if recipe.name not in recipes:
+            recipe.unlink()
+    for skill in (ws / "items" / "toy").iterdir():
+        for item in sorted(skill.glob("*.txt"))[items_per_skill:]:
+            item.unlink()
+    return ws
+
+
 def copy_world(src: Path, dst: Path, *, with_state: bool) -> Path:
     """A copy sharing the zoo (a symlink: same content, same fingerprints)."""
     ignore = shutil.ignore_patterns("zoo", ".prefect", *(() if with_state else (".mergeval", "reports")))

@@ -264,10 +264,16 @@ def test_openai_garbage_replies_are_unscored_after_bounded_reasks(server):
     assert [b["temperature"] for b in server.bodies] == [0.0, 0.7, 0.7]
 
 
-def test_openai_body_that_is_not_a_completion_is_reasked(server):
+def test_openai_body_that_is_not_a_completion_is_retried_never_kept(server, tmp_path):
     server.script = [("raw", b"<html>502 from a proxy</html>")]
     result, _ = grade_one(served(server))
     assert result.score == 4.0 and len(server.bodies) == 2
+    assert server.bodies[0] == server.bodies[1]  # the same call again (a transport retry), not a re-ask
+    # A proxy that only ever sends error pages is a judge that is down, not an unscored answer.
+    server.script = [("raw", b"<html>502 from a proxy</html>")] * 3
+    with pytest.raises(JudgeUnavailable, match="not a chat completion"):
+        grade_one(served(server), cache_dir=tmp_path)
+    assert not list(tmp_path.rglob("*.json"))  # nothing cached
 
 
 def test_openai_4xx_is_not_retried(server):

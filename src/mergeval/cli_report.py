@@ -16,7 +16,9 @@ def _run_dir(ctx: click.Context, run: str) -> Path:
     """RUN as given, else a run of the workspace's reports/ by name ('latest' for the newest)."""
     reports = ctx.obj["workspace"].reports
     if run == "latest":
-        runs = sorted(p for p in reports.iterdir() if (p / "run.json").exists()) if reports.is_dir() else []
+        # `.tmp-<run>` is a run folder still being written, or left by a killed sweep: not a run
+        runs = sorted(p for p in reports.iterdir() if not p.name.startswith(".") and (p / "run.json").exists()) \
+            if reports.is_dir() else []
         if not runs:
             raise click.ClickException(f"no finished run in {reports}")
         return runs[-1]

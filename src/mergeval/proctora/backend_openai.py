@@ -5,11 +5,12 @@ text-generation-webui, `transformers serve`, or a hosted API.
     endpoint: http://127.0.0.1:8000/v1      # POST {endpoint}/chat/completions
     api_key_env: MY_JUDGE_KEY               # optional: the NAME of the variable with the key
 
-Plain httpx, so what is retried is visible here: connection errors, timeouts, 429 and 5xx
-are retried with exponential back-off (Retry-After honoured); any other 4xx is not. Requests
-run `concurrency` at a time. Once one request has used up its retries, the rest are not
-sent: the judge is down, and the caller stops with JudgeUnavailable instead of grading
-every answer "unscored". Token logprobs are asked for and used when the server sends them.
+Plain httpx, so what is retried is visible here: connection errors, timeouts, 429, 5xx and
+a 2xx whose body is not a chat completion are retried with exponential back-off (Retry-After
+honoured); any other 4xx is not. Requests run `concurrency` at a time. Once one request has
+used up its retries, the rest are not sent: the judge is down, and the caller stops with
+JudgeUnavailable instead of grading every answer "unscored". Token logprobs are asked for and
+used when the server sends them.
 """
 
 from __future__ import annotations
@@ -102,9 +103,12 @@ class OpenAIBackend:
             except httpx.HTTPError as e:  # connection refused, reset, timeout
                 last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             else:
-                if r.status_code < 400:
-                    return self._reply(r)
-                if r.status_code == 429 or r.status_code >= 500:
+                reply = self._reply(r) if r.status_code < 400 else None
+                if reply is not None:
+                    return reply
+                if r.status_code < 400:  # an HTML error page, a cut-off body: the transport, not the judge
+                    last = f"HTTP {r.status_code} with a body that is not a chat completion: {r.text[:300]}"
+                elif r.status_code == 429 or r.status_code >= 500:
                     last = f"HTTP {r.status_code}: {r.text[:300]}"
                     wait = max(wait, _retry_after(r))
                 elif self._logprobs and r.status_code in (400, 422) and "logprob" in r.text.lower():
@@ -118,13 +122,17 @@ class OpenAIBackend:
         down.set()
         return Completion("", error=f"judge endpoint {self.endpoint} failed {tries} times; last: {last}", fatal=True)
 
-    def _reply(self, r: httpx.Response) -> Completion:
-        """The reply's text; a body that is not a chat completion is kept as the raw reply."""
+    def _reply(self, r: httpx.Response) -> Completion | None:
+        """The reply's text; None for a body that is not a chat completion.
+
+        Such a body (a proxy's error page, a truncated stream) says nothing about the answer:
+        it is retried like a 5xx and never kept, so it cannot become a cached unscored grade.
+        """
         try:
             choice = r.json()["choices"][0]
             text = choice["message"].get("content") or ""
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            return Completion(text=r.text[:4000])
+            return None
         probs = self._verdict_probs(text, choice.get("logprobs")) if self._logprobs else None
         return Completion(text=text, verdict_probs=probs)
 
