@@ -24,7 +24,7 @@ from prefect import flow, task
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging import get_run_logger
 
-from mergeval import deploy, stages
+from mergeval import deploy, stages, task_results
 from mergeval.answer import GenerationSettings
 from mergeval.plan import plan_sweep
 from mergeval.store import write_atomic
@@ -52,36 +52,41 @@ def gpu(backend: str):
 
 @task(cache_key_fn=by_content, persist_result=True)
 def build(plan, cand, key: str) -> dict:
-    return stages.build_stage(plan, cand, log=_log)  # CPU and disk, in a subprocess: no GPU lock
+    return task_results.sealed(stages.build_stage(plan, cand, log=_log))  # CPU and disk, in a subprocess: no GPU lock
 
 
 @task(cache_key_fn=by_content, persist_result=True)
 def answer(plan, cand, key: str) -> dict:
     with gpu(plan.generation.backend):
-        return stages.answer_stage(plan, cand, log=_log)
+        return task_results.sealed(stages.answer_stage(plan, cand, log=_log))
 
 
 @task(cache_key_fn=by_content, persist_result=True)
 def grade(plan, cand, key: str) -> dict:
     with gpu(plan.judge.backend):  # a remote judge grades while the next model is answered
-        return stages.grade_stage(plan, cand, log=_log)
+        return task_results.sealed(stages.grade_stage(plan, cand, log=_log))
 
 
 def submit(stage_task, plan, cand):
     """Start one stage as a task named '<stage> <model>' in the flow's thread pool.
 
-    A stage whose outputs on disk are gone (or incomplete) refreshes its cache entry
-    instead of trusting it.
+    A stage whose outputs on disk are gone (or incomplete, or damaged) refreshes its cache
+    entry instead of trusting it, and so does one whose saved Prefect result is damaged.
     """
     key, done = {
         "build": lambda: (cand.key, stages.built(cand)),
         "answer": lambda: (stages.answer_key(plan, cand), stages.answers_complete(plan, cand)),
         "grade": lambda: (stages.grade_stage_key(plan, cand), stages.grades_complete(plan, cand)),
     }[stage_task.name]()
+    storage = plan.workspace.state / "prefect-results"
+    if done and (damage := task_results.damaged(storage, key)):
+        get_run_logger().warning(f"{stage_task.name} {cand.name}: its saved Prefect result {storage / key} "
+                                 f"is damaged ({damage}): running the task again")
+        done = False
     return stage_task.with_options(
         name=stage_task.name,
         task_run_name=f"{stage_task.name} {cand.name}",
-        result_storage=plan.workspace.state / "prefect-results",
+        result_storage=storage,
         refresh_cache=not done,
     ).submit(plan, cand, key)
 
@@ -99,10 +104,7 @@ def settle(name: str, future, cand, stats: dict) -> dict | None:
         s["cached"] += 1
         s["items_cached"] += work
     else:
-        s["executed" if summary["executed"] else "cached"] += 1
-        s["items_executed"] += summary["executed"]
-        s["items_cached"] += summary["cached"]
-        s["seconds"] += summary["seconds"]
+        stages.count(stats, name, summary)
     return None
 
 
@@ -158,12 +160,14 @@ def recipe(
     max_new_tokens: int = 64,
     backend: str = "transformers",
     endpoint: str | None = None,
+    trust_remote_code: list[str] | None = None,  # models whose folder's Python may run (remote_code.py)
 ) -> dict:
     """build → answer → grade for one model of a sweep (a child run: the parent ranks)."""
     ws = Workspace(Path(workspace))
     plan = plan_sweep(ws, ws.resolve(configs), ws.resolve(items), ws.resolve(judge),
                       GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                         backend=backend, endpoint=endpoint))
+                                         backend=backend, endpoint=endpoint),
+                      trust_remote_code=trust_remote_code or ())
     stats = stages.empty_stats()
     one = replace(plan, candidates=(plan.candidate(model),))
     [(_, failure)] = models_in_order(one, stats, overlap=False)

@@ -52,6 +52,7 @@ def sweep(
     endpoint: str | None = None,  # openai: where the models under test are served
     pool: str | None = None,  # a work pool: one child flow run per model, taken by its workers
     overlap: bool = True,  # in one process: build the next merge while this model is answered
+    trust_remote_code: list[str] | None = None,  # models whose folder's Python may run (remote_code.py)
 ) -> str:
     started = datetime.now(timezone.utc)
     # flows/recipe.py: the per-model tasks and child flow (looked up here, not at import, so
@@ -63,15 +64,17 @@ def sweep(
                                     backend=backend, endpoint=endpoint)
     answer_backends.check(generation)  # e.g. vllm without a GPU: say so before any work
     with workspace_lock(ws.state):  # one sweep per workspace: the caches are shared
-        plan = plan_sweep(ws, ws.resolve(configs), ws.resolve(items), ws.resolve(judge), generation)
-        with Judge(plan.judge, ws) as judge_check:  # before any GPU time: is the judge there?
-            judge_check.check_alive()
+        plan = plan_sweep(ws, ws.resolve(configs), ws.resolve(items), ws.resolve(judge), generation,
+                          trust_remote_code=trust_remote_code or ())
+        if stages.needs_judge(plan):  # before any GPU time: is the judge there?
+            with Judge(plan.judge, ws) as judge_check:
+                judge_check.check_alive()
 
         stats = stages.empty_stats()
         if pool:  # each model's build → answer → grade on whichever worker takes it
             child = {"workspace": str(ws.root), "configs": configs, "items": items, "judge": judge,
                      "batch_size": batch_size, "max_new_tokens": max_new_tokens, "backend": backend,
-                     "endpoint": endpoint}
+                     "endpoint": endpoint, "trust_remote_code": trust_remote_code or []}
             finished = deploy.run_children(plan, pool, child, stats, log=_log)
         else:
             finished = recipe.models_in_order(plan, stats, overlap=overlap)
@@ -87,7 +90,9 @@ def sweep(
 
         settings = {"configs": configs, "items": items, "judge": judge, "keep": keep,
                     "generation": plan.generation.__dict__,
-                    "judge_settings": plan.judge.model_dump(exclude={"template_text"})}
+                    "judge_settings": plan.judge.model_dump(exclude={"template_text", "trust_remote_code"})}
+        if trust_remote_code:  # recorded only when used: regrade needs it to find the same models
+            settings["trust_remote_code"] = sorted(trust_remote_code)
         run_dir = report(plan, graded, stats, failures, settings, started)
     artifacts.publish(run_dir)  # UI: the ranking table and the summary with report.html's path
     _log(f"report: {run_dir}/report.md")

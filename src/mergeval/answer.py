@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from . import store
@@ -45,11 +46,17 @@ class AnswerStage:
     computed: int
     reused: int
     seconds: float
+    repaired: int = 0  # saved answers found damaged on disk (checksum), dropped and answered again
 
 
 def prompt_key(item: Item) -> str:
     """What the model under test sees: editing a criterion re-grades but never re-answers."""
-    return content_hash({"system": item.system, "turns": item.turns, "question": item.question})
+    return _prompt_key(item.system, item.turns, item.question)
+
+
+@lru_cache(maxsize=65536)  # asked for every item of every model on each pass over the plan
+def _prompt_key(system: str | None, turns: tuple, question: str) -> str:
+    return content_hash({"system": system, "turns": turns, "question": question})
 
 
 def answers_file(state: Path, model_id: str, settings: GenerationSettings) -> Path:
@@ -74,20 +81,24 @@ def answer_items(
     settings: GenerationSettings,
     path: Path,
     log=lambda msg: None,
+    trust_remote_code: bool = False,  # run the Python in model_dir: only for a model the user named
 ) -> AnswerStage:
     started = time.perf_counter()
+    repaired = len(store.repair_jsonl(path))  # damaged records out, so their items are answered again
     todo = missing_items(path, items)
     if todo:
         from .answer_backends import generator  # torch, vllm or httpx: only when there is work
 
-        with generator(settings.backend)(model_dir, settings) as gen:
+        with generator(settings.backend)(model_dir, settings, trust_remote_code) as gen:
             done = 0
             for batch, texts, usage in gen.answer(items, {it.id for it in todo}):
-                store.append_jsonl(path, [_record(model_id, it, t, u) for it, t, u in zip(batch, texts, usage)])
+                store.append_jsonl(path, [_record(model_id, it, t, u) for it, t, u in zip(batch, texts, usage)],
+                                   sealed=True)
                 done += len(batch)
                 log(f"{model_id}: answered {done}/{len(todo)}")
         gc.collect()
-    return AnswerStage(saved_answers(path, items), len(todo), len(items) - len(todo), time.perf_counter() - started)
+    return AnswerStage(saved_answers(path, items), len(todo), len(items) - len(todo), time.perf_counter() - started,
+                       repaired)
 
 
 def _record(model_id: str, item: Item, text: str, usage: dict) -> dict:

@@ -10,6 +10,7 @@ killed at any point leaves nothing that counts as built.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import subprocess
@@ -40,6 +41,7 @@ class BuiltModel:
     path: Path
     cached: bool
     seconds: float
+    repaired: str | None = None  # rebuilt because the cached merge was damaged: what was wrong
 
 
 def _with_fingerprints(node, fingerprints: dict[str, str]):
@@ -111,12 +113,18 @@ def _pid_alive(pid: int) -> bool:
 
 
 def build(
-    recipe: Recipe, workspace: Workspace, *, device: str = "cpu", key: str | None = None
+    recipe: Recipe, workspace: Workspace, *, device: str = "cpu", key: str | None = None,
+    trust_remote_code: bool = False,  # mergekit may run the sources' own code: only when the user named them
 ) -> BuiltModel:
     key = key or build_key(recipe)
     final = output_dir(workspace, recipe, key)
-    if store.is_complete(final):
-        return BuiltModel(recipe.name, key, final, cached=True, seconds=0.0)
+    damaged = None
+    if (final / store.MARKER).is_file():
+        # a cached merge is about to be loaded for answering: worth one read to trust its bytes
+        damaged = store.damage(final)
+        if damaged is None:
+            return BuiltModel(recipe.name, key, final, cached=True, seconds=0.0)
+        WORKER_LOG.warning(f"{recipe.name}: the built merge in {final} is damaged ({damaged}): rebuilding")
 
     final.parent.mkdir(parents=True, exist_ok=True)
     need, free = estimate_bytes(recipe), models.free_bytes(final.parent)
@@ -128,26 +136,58 @@ def build(
     _clear_stale_temps(final.parent, final.name)
     store.remove_tree(final)  # renamed into place but killed before its marker: not built
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    config_file = tmp.parent / f".tmp-{final.name}-{os.getpid()}.yaml"
+    started = time.perf_counter()
+    try:
+        _merge_into(recipe, tmp, config_file, device, trust_remote_code)
+        store.write_atomic(tmp / "mergeval_recipe.yaml", recipe.text)
+        os.replace(tmp, final)
+        seconds = time.perf_counter() - started
+        store.mark_complete(final, {"recipe": recipe.name, "key": key, "seconds": round(seconds, 3)})
+    except BaseException as e:  # a failed or interrupted build leaves nothing behind
+        store.remove_tree(tmp)
+        config_file.unlink(missing_ok=True)
+        if not store.is_complete(final):
+            store.remove_tree(final)
+        if store.is_disk_full(e):
+            raise _disk_full(recipe, final, need) from e
+        raise
+    return BuiltModel(recipe.name, key, final, cached=False, seconds=seconds, repaired=damaged)
+
+
+def _merge_into(recipe: Recipe, tmp: Path, config_file: Path, device: str, trust_remote_code: bool = False) -> None:
+    """Run mergekit in its own process, writing the merge into `tmp`."""
     store.remove_tree(tmp)
     tmp.mkdir()
-    config_file = tmp.parent / f".tmp-{final.name}-{os.getpid()}.yaml"
     store.write_atomic(config_file, yaml.safe_dump(recipe.config, sort_keys=False))
-
-    started = time.perf_counter()
     cmd = [sys.executable, "-m", "mergeval.merge_worker", str(config_file), str(tmp),
-           "--seed", str(seed_of(recipe)), "--device", device]
+           "--seed", str(seed_of(recipe)), "--device", device] + (["--trust-remote-code"] if trust_remote_code else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     relay_worker_log(proc.stderr)
     config_file.unlink(missing_ok=True)
+    if proc.returncode != 0 and _says_disk_full(proc.stderr):
+        raise OSError(errno.ENOSPC, _last_error(proc.stderr))
     if proc.returncode != 0 or not (tmp / "config.json").exists():
-        store.remove_tree(tmp)
         raise BuildError(f"{recipe.path}: mergekit failed: {_last_error(proc.stderr)}")
 
-    store.write_atomic(tmp / "mergeval_recipe.yaml", recipe.text)
-    os.replace(tmp, final)
-    seconds = time.perf_counter() - started
-    store.mark_complete(final, {"recipe": recipe.name, "key": key, "seconds": round(seconds, 3)})
-    return BuiltModel(recipe.name, key, final, cached=False, seconds=seconds)
+
+# How a full disk reads in the worker's stderr: Python's OSError, or the Rust I/O error of
+# safetensors' writer (which is not an OSError, so only its text tells).
+DISK_FULL_SIGNS = ("No space left on device", "[Errno 28]", "os error 28", "StorageFull",
+                   "Disk quota exceeded", "[Errno 122]", "os error 122")
+
+
+def _says_disk_full(stderr: str) -> bool:
+    return any(sign in stderr for sign in DISK_FULL_SIGNS)
+
+
+def _disk_full(recipe: Recipe, final: Path, need: int) -> BuildError:
+    free = models.free_bytes(final.parent)  # measured after the partial merge was removed
+    return BuildError(
+        f"{recipe.path}: disk full while building {recipe.name} under {final.parent}: needs about "
+        f"{store.human_bytes(need)}, {store.human_bytes(free)} free now; nothing of it was kept: "
+        "free some space and run the same command again"
+    )
 
 
 # The merge runs in its own process, so its log reaches Prefect's UI only if we pass it on:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import check_sweep_inputs, fail_on_input, sweep_options
+from .cli_common import check_judge, check_sweep_inputs, fail_on_input, sweep_options
 from .errors import InputError, SweepFailed
 from .workspace import Workspace
 
@@ -133,14 +133,19 @@ def load_flow(ws: Workspace, name: str = "sweep"):
 @click.option("--sequential", is_flag=True, help="Do not build the next merge while a model is answered.")
 @click.pass_context
 def sweep(ctx: click.Context, configs: str, items: str, judge: str, keep: str, batch_size: int,
-          max_new_tokens: int, pool: str | None, sequential: bool) -> None:
+          max_new_tokens: int, trust_remote_code: tuple[str, ...], pool: str | None, sequential: bool) -> None:
     """Merge every recipe in CONFIGS, answer and grade every item, rank, write the report."""
+    from .early_server import prefect_server_starting
+
     ws = _workspace(ctx)
-    check_sweep_inputs(ws, configs, items, judge, keep, batch_size, max_new_tokens)
     prefect_defaults(ws)
-    flow = load_flow(ws)
+    with prefect_server_starting():  # on the other core, while the inputs are checked
+        plan = check_sweep_inputs(ws, configs, items, judge, keep, batch_size, max_new_tokens, trust_remote_code)
+        check_judge(plan)
+        flow = load_flow(ws)
     state = flow(configs=configs, items=items, judge=judge, keep=keep, workspace=str(ws.root),
                  batch_size=batch_size, max_new_tokens=max_new_tokens, pool=pool, overlap=not sequential,
+                 trust_remote_code=list(trust_remote_code),
                  return_state=True)
     outcome = state.result(raise_on_failure=False)
     if isinstance(outcome, SweepFailed):
@@ -176,6 +181,9 @@ main.add_command(leaderboard)
 main.add_command(export)
 
 from .cli_prefect import schedule, server, worker  # noqa: E402
+from .cli_canary import canary  # noqa: E402
+
+main.add_command(canary)
 
 main.add_command(server)
 main.add_command(schedule)

@@ -24,7 +24,7 @@ def fail_on_input(err: InputError) -> None:
 
 
 def sweep_options(command):
-    """CONFIGS, --items, --judge, --keep, --batch-size, --max-new-tokens (outermost first)."""
+    """CONFIGS, --items, --judge, --keep, --batch-size, --max-new-tokens, --trust-remote-code."""
     for option in reversed([
         click.argument("configs", required=False, default="merge_configs/toy"),
         click.option("--items", default="items/toy", show_default=True, help="Item suite folder."),
@@ -33,14 +33,18 @@ def sweep_options(command):
                      help="Merged weights kept on disk: all, none or top-K."),
         click.option("--batch-size", default=32, show_default=True, help="Items answered per generate() call."),
         click.option("--max-new-tokens", default=64, show_default=True, help="Longest answer, in tokens."),
+        click.option("--trust-remote-code", "trust_remote_code", multiple=True, metavar="MODEL",
+                     help="Let MODEL (as the ranking names it, or a source's path) run the Python in its "
+                     "folder; repeat per model. A merge needs its sources named too. Default: no model."),
     ]):
         command = option(command)
     return command
 
 
 def check_sweep_inputs(ws: Workspace, configs: str, items: str, judge: str, keep: str,
-                       batch_size: int, max_new_tokens: int) -> None:
-    """Validate everything a sweep reads, before Prefect starts: bad input costs seconds."""
+                       batch_size: int, max_new_tokens: int, trust_remote_code=()):
+    """Validate everything a sweep reads, before Prefect starts: bad input costs seconds.
+    Returns the sweep's plan."""
     from .answer import GenerationSettings
     from .plan import plan_sweep
     from .stages import parse_keep
@@ -50,7 +54,25 @@ def check_sweep_inputs(ws: Workspace, configs: str, items: str, judge: str, keep
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--keep")
     try:
-        plan_sweep(ws, ws.resolve(configs), ws.resolve(items), ws.resolve(judge),
-                   GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens))
+        return plan_sweep(ws, ws.resolve(configs), ws.resolve(items), ws.resolve(judge),
+                          GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens),
+                          trust_remote_code=trust_remote_code)
     except InputError as e:
         fail_on_input(e)
+
+
+def check_judge(plan) -> None:
+    """A judge that is down stops the sweep here, in one line and before Prefect starts,
+    if anything is left to grade (exit status 1: the input is fine, the service is not)."""
+    from .proctora.backend_base import JudgeUnavailable
+    from .proctora.judge import Judge
+    from .stages import needs_judge
+
+    if not needs_judge(plan):
+        return
+    try:
+        with Judge(plan.judge, plan.workspace) as judge:
+            judge.check_alive()
+    except JudgeUnavailable as e:
+        click.echo(f"the judge is not available: {e}\nnothing was run.", err=True)
+        sys.exit(1)

@@ -20,9 +20,20 @@ STAGES = ("build", "answer", "grade")
 
 
 def empty_stats() -> dict:
-    """run.json's per-stage counters: tasks and items executed / cached / failed, seconds."""
+    """run.json's per-stage counters: tasks and items executed / cached / failed, seconds, and
+    cache entries found damaged on disk and computed again (`repaired`)."""
     return {s: {"executed": 0, "cached": 0, "failed": 0, "items_executed": 0, "items_cached": 0,
-                "seconds": 0.0} for s in STAGES}
+                "seconds": 0.0, "repaired": 0} for s in STAGES}
+
+
+def count(stats: dict, name: str, summary: dict) -> None:
+    """Add the summary of a stage whose body ran to run.json's counters."""
+    s = stats[name]
+    s["executed" if summary["executed"] else "cached"] += 1
+    s["items_executed"] += summary["executed"]
+    s["items_cached"] += summary["cached"]
+    s["seconds"] += summary["seconds"]
+    s["repaired"] += summary.get("repaired", 0)
 
 
 def answers_path(plan: SweepPlan, cand: Candidate) -> Path:
@@ -58,8 +69,15 @@ def grades_complete(plan: SweepPlan, cand: Candidate) -> bool:
                              plan.judge_fingerprint)
 
 
+def needs_judge(plan: SweepPlan) -> bool:
+    """Whether any model still has grading to do (a re-run that finds everything graded
+    need not load the judge's tokenizer, and with it transformers and torch, just to check)."""
+    return any(not grades_complete(plan, c) for c in plan.candidates)
+
+
 def built(cand: Candidate) -> bool:
-    return store.is_complete(cand.path)
+    """Built and intact, every file re-hashed: asked only when the merge is about to be answered."""
+    return store.damage(cand.path) is None
 
 
 def needs_build(plan: SweepPlan, cand: Candidate) -> bool:
@@ -69,17 +87,20 @@ def needs_build(plan: SweepPlan, cand: Candidate) -> bool:
 
 
 def build_stage(plan: SweepPlan, cand: Candidate, log=print) -> dict:
-    built = build.build(cand.recipe, plan.workspace, key=cand.key)
-    log(f"build {cand.name}: {'cached' if built.cached else f'built in {built.seconds:.1f}s'}")
+    built = build.build(cand.recipe, plan.workspace, key=cand.key, trust_remote_code=cand.trust_remote_code)
+    log(f"build {cand.name}: {'cached' if built.cached else f'built in {built.seconds:.1f}s'}"
+        + (f" (the cached merge was damaged: {built.repaired})" if built.repaired else ""))
     return {"executed": int(not built.cached), "cached": int(built.cached), "seconds": built.seconds,
-            "bytes": models.dir_size(built.path)}
+            "bytes": models.dir_size(built.path), "repaired": int(built.repaired is not None)}
 
 
 def answer_stage(plan: SweepPlan, cand: Candidate, log=print) -> dict:
     stage = answer.answer_items(cand.model_id, cand.path, list(plan.items), plan.generation,
-                                answers_path(plan, cand), log=log)
-    log(f"answer {cand.name}: {stage.computed} answered, {stage.reused} already saved")
-    return {"executed": stage.computed, "cached": stage.reused, "seconds": stage.seconds}
+                                answers_path(plan, cand), log=log, trust_remote_code=cand.trust_remote_code)
+    log(f"answer {cand.name}: {stage.computed} answered, {stage.reused} already saved"
+        + (f", {stage.repaired} damaged saved answer(s) dropped and answered again" if stage.repaired else ""))
+    return {"executed": stage.computed, "cached": stage.reused, "seconds": stage.seconds,
+            "repaired": stage.repaired}
 
 
 def render_request(plan: SweepPlan, template: str):
@@ -98,8 +119,10 @@ def grade_stage(plan: SweepPlan, cand: Candidate, log=print) -> dict:
         open_judge=lambda: Judge(plan.judge, plan.workspace, cache_dir=plan.workspace.state / "judge-cache"),
         render=render_request(plan, plan.judge.template_text), log=log,
     )
-    log(f"grade {cand.name}: {stage.computed} graded, {stage.reused} already graded")
-    return {"executed": stage.computed, "cached": stage.reused, "seconds": stage.seconds}
+    log(f"grade {cand.name}: {stage.computed} graded, {stage.reused} already graded"
+        + (f", {stage.repaired} damaged saved grade(s) dropped and graded again" if stage.repaired else ""))
+    return {"executed": stage.computed, "cached": stage.reused, "seconds": stage.seconds,
+            "repaired": stage.repaired}
 
 
 def load_grades(plan: SweepPlan, cand: Candidate) -> dict[str, dict]:
@@ -172,10 +195,10 @@ def run_direct(plan: SweepPlan, settings: dict | None = None, log=lambda message
     """
     from datetime import datetime, timezone
 
-    started = datetime.now(timezone.utc)
+    started, stats = datetime.now(timezone.utc), empty_stats()
     for cand in plan.candidates:
         if needs_build(plan, cand):
-            build_stage(plan, cand, log=log)
-        answer_stage(plan, cand, log=log)
-        grade_stage(plan, cand, log=log)
-    return finish(plan, list(plan.candidates), empty_stats(), [], settings or {}, started)
+            count(stats, "build", build_stage(plan, cand, log=log))
+        count(stats, "answer", answer_stage(plan, cand, log=log))
+        count(stats, "grade", grade_stage(plan, cand, log=log))
+    return finish(plan, list(plan.candidates), stats, [], settings or {}, started)
