@@ -134,23 +134,27 @@ def judge_panel(frame: pd.DataFrame, scale) -> dict:
 def items_view(plan, frame: pd.DataFrame, order: list[str]) -> list[dict]:
     """Per item, every model's answer; the items the models disagree on most come first."""
     rank_of = {m: i for i, m in enumerate(order)}
-    by_item = {k: g for k, g in frame.groupby("item_id", sort=False)}
+    # One sort and one pass over the records: per-item pandas sorting cost ~4 ms an item.
+    ordered = frame.assign(_o=frame["model"].map(rank_of)).sort_values("_o", kind="stable")
+    by_item: dict[str, list[dict]] = {}
+    for r in ordered.to_dict("records"):
+        by_item.setdefault(r["item_id"], []).append(r)
     out = []
     for it in plan.items:
-        g = by_item.get(it.id)
-        if g is None:
+        records = by_item.get(it.id)
+        if not records:
             continue
-        g = g.assign(_o=g["model"].map(rank_of)).sort_values("_o")
-        spread = float(g["score"].max() - g["score"].min()) if g["score"].notna().any() else 0.0
+        scores = [r["score"] for r in records if not pd.isna(r["score"])]
+        spread = float(max(scores) - min(scores)) if scores else 0.0
         rows = [{"model": r["model"], "score": _num(r["score"]), "unscored": r["unscored_reason"] if pd.isna(r["score"]) else None,
                  "judge": _num(r["judge_score"], 1), "checks": (f"{r['checks_passed']}/{r['checks_total']}"
                                                                if not pd.isna(r["checks_total"]) else "–"),
                  "unstable": bool(r["unstable"]), "answer": r["answer"] if not pd.isna(r["answer"]) else "",
-                 "style": heat_color(r["score"])} for r in g.to_dict("records")]
+                 "style": heat_color(r["score"])} for r in records]
         out.append({"id": it.id, "skill": it.skill, "question": it.question, "system": it.system, "turns": it.turns,
                     "criterion": it.criterion, "reference": it.reference, "weight": it.weight,
                     "checks": [f"{c.name}: {c.arg}" if getattr(c, "arg", None) is not None else c.name for c in it.checks],
-                    "spread": spread, "mean": _num(g["score"].mean()), "unstable": any(r["unstable"] for r in rows),
+                    "spread": spread, "mean": _num(sum(scores) / len(scores) if scores else float("nan")), "unstable": any(r["unstable"] for r in rows),
                     "rows": rows})
     out.sort(key=lambda v: (-v["spread"], v["id"]))
     for i, v in enumerate(out):

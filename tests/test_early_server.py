@@ -1,0 +1,53 @@
+"""The temporary Prefect server that `mergeval sweep` starts before its input checks
+(early_server.py): it serves the sweep, and it never outlives the command, good input or bad.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+from hostile_world import make_world
+from sweep_helpers import make_toy_world, shrink_world, sweep_cmd, sweep_env
+
+
+def run_in_own_group(ws, *args):
+    """Run `mergeval sweep` as the leader of a new process group, so that whatever it starts
+    (the server, merge workers) can be looked for after it exits."""
+    proc = subprocess.Popen(sweep_cmd(ws, *args), env=sweep_env(ws), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    out, err = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), proc.pid
+
+
+def group_is_empty(pgid: int, wait_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_bad_input_kills_the_server_it_started(tmp_path):
+    ws = make_world(tmp_path)
+    (ws / "merge_configs" / "mine" / "bad.yaml").write_text("merge_method: linaer\nmodels:\n  - model: zoo/base\n")
+    proc, pgid = run_in_own_group(ws, "merge_configs/mine", "--items", "items/mine")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "bad.yaml:1: unknown merge_method 'linaer'" in proc.stderr
+    assert "temporary server" not in proc.stderr  # nothing between the user and their problems
+    assert group_is_empty(pgid), "a server started for the sweep outlived it"
+
+
+def test_a_sweep_runs_on_the_early_server_and_stops_it(tmp_path):
+    ws = shrink_world(make_toy_world(tmp_path / "ws"), ("ties_d08.yaml",), items_per_skill=2)
+    proc, pgid = run_in_own_group(ws)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    # Prefect's own start-up line would mean it ignored the server that was ready for it.
+    assert "Starting temporary server" not in proc.stderr
+    assert "View at" not in proc.stderr  # that server serves no UI: no links to nowhere
+    assert "Finished in state Completed()" in proc.stderr
+    assert group_is_empty(pgid), "the sweep's server outlived it"
