@@ -8,7 +8,7 @@ from pathlib import Path
 from mergeval.answer import GenerationSettings
 from mergeval.plan import plan_sweep
 from mergeval.workspace import Workspace
-from tests.sweep_helpers import copy_world, make_toy_world
+from tests.sweep_helpers import copy_world, make_toy_world, shrink_world
 
 FAULT_RECIPES = ("ties_d08", "task_arithmetic_w10")
 ITEMS_PER_SKILL = 4
@@ -21,13 +21,7 @@ def small_world(tmp_path_factory) -> Path:
     global _world
     if _world is None:
         ws = make_toy_world(tmp_path_factory.mktemp("fault-world") / "ws")
-        for recipe in (ws / "merge_configs" / "toy").glob("*.yaml"):
-            if recipe.stem not in FAULT_RECIPES:
-                recipe.unlink()
-        for skill in (ws / "items" / "toy").iterdir():
-            for item in sorted(skill.glob("*.txt"))[ITEMS_PER_SKILL:]:
-                item.unlink()
-        _world = ws
+        _world = shrink_world(ws, tuple(f"{r}.yaml" for r in FAULT_RECIPES), ITEMS_PER_SKILL)
     return _world
 
 
