@@ -28,7 +28,7 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 test: venv browser
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q --durations=15  # the slowest tests, named in every CI log
 
 bench: venv
 	$(BIN)/python bench/sweep_bench.py
