@@ -177,47 +177,48 @@ def _huge(path: Path) -> None:
         f.truncate(50 * 1024 * 1024)
 
 
-def _made(ws: Path, name: str) -> tuple[str, str]:
-    """Make the named case in the workspace; (the path the message names, what it says)."""
+def _made(ws: Path, name: str) -> tuple[str, int | None, str]:
+    """Make the named case in the workspace; (the path the message names, the line it names
+    (None for what is not a text file at all: a folder, a pipe, a link), what it says)."""
     items, recipes, outside = ws / "items" / "mine", ws / "merge_configs" / "mine", ws.parent / "outside"
     limit = f"at most {MAX_BYTES // 1024 // 1024} MiB"
     if name == "huge_item":
         _huge(items / "huge.txt")
-        return "items/mine/huge.txt", limit
+        return "items/mine/huge.txt", 1, limit  # sparse zeros: no newline before the limit
     if name == "huge_recipe":
         _huge(recipes / "huge.yaml")
-        return "merge_configs/mine/huge.yaml", limit
+        return "merge_configs/mine/huge.yaml", 1, limit  # sparse zeros: no newline before the limit
     if name == "folder_named_like_item":
         (items / "q1.txt").mkdir()
-        return "items/mine/q1.txt", "a folder named like an item file"
+        return "items/mine/q1.txt", None, "a folder named like an item file"
     if name == "folder_named_like_recipe":
         (recipes / "r.yaml").mkdir()
-        return "merge_configs/mine/r.yaml", "a folder named like a recipe file"
+        return "merge_configs/mine/r.yaml", None, "a folder named like a recipe file"
     if name == "fifo_item":  # reading it would block forever
         os.mkfifo(items / "pipe.txt")
-        return "items/mine/pipe.txt", "not a regular file"
+        return "items/mine/pipe.txt", None, "not a regular file"
     if name == "link_item_outside":  # a valid item, but outside the suite
         shutil.copyfile(CORPUS / "items/ok_clean.txt", outside / "secret.txt")
         (items / "leak.txt").symlink_to(outside / "secret.txt")
-        return "items/mine/leak.txt", "outside"
+        return "items/mine/leak.txt", None, "outside"
     if name == "link_recipe_outside":
         shutil.copyfile(CORPUS / "recipes/ok_clean.yaml", outside / "r.yaml")
         (recipes / "r.yaml").symlink_to(outside / "r.yaml")
-        return "merge_configs/mine/r.yaml", "outside"
+        return "merge_configs/mine/r.yaml", None, "outside"
     if name == "link_folder_outside":  # the walk does not enter it: reported, not skipped
         shutil.copyfile(CORPUS / "items/ok_clean.txt", outside / "q.txt")
         (items / "shared").symlink_to(outside, target_is_directory=True)
-        return "items/mine/shared", "outside"
+        return "items/mine/shared", None, "outside"
     if name == "link_folder_inside":  # inside the suite, but a folder: still not entered
         (items / "sub").mkdir()
         (items / "again").symlink_to(items / "sub", target_is_directory=True)
-        return "items/mine/again", "links to folders are not followed"
+        return "items/mine/again", None, "links to folders are not followed"
     if name == "link_dangling":
         (items / "gone.txt").symlink_to(ws / "nowhere.txt")
-        return "items/mine/gone.txt", "broken link"
+        return "items/mine/gone.txt", None, "broken link"
     if name == "link_loop":
         (items / "loop.txt").symlink_to(items / "loop.txt")
-        return "items/mine/loop.txt", "broken link"
+        return "items/mine/loop.txt", None, "broken link"
     raise AssertionError(name)
 
 
@@ -228,13 +229,13 @@ MADE = ("huge_item", "huge_recipe", "folder_named_like_item", "folder_named_like
 
 @pytest.mark.parametrize("name", MADE)
 def test_made_case_with_validate(world, name):
-    where, says = _made(world, name)
+    where, line, says = _made(world, name)
     target = "items/mine" if where.startswith("items") else "merge_configs/mine"
     if target == "items/mine":  # a good item beside it: only the hostile entry is refused
         _place(world, "items/ok_clean.txt")
     before = snapshot(world.parent)
     result = _validate(world, target)
-    _assert_refused(result, result.output, where, None, says)
+    _assert_refused(result, result.output, where, line, says)
     assert snapshot(world.parent) == before
 
 
@@ -267,7 +268,16 @@ def test_sweep_on_bad_input_exits_2_before_prefect_and_writes_nothing(world):
         line, says = CASES[case]
         kind, name = case.split("/")
         assert f"{WHERE[kind]}/{name}:{line}: " in output and says in output, output
-    for where, says in made:
-        assert f"{where}: " in output, output
+    for where, line, says in made:
+        assert (f"{where}:{line}: " if line else f"{where}: ") in output and says in output, output
     assert snapshot(world.parent) == before
     assert not any((world / d).exists() for d in (".mergeval", "reports"))
+
+
+def test_a_huge_text_file_is_refused_at_the_line_that_passes_the_limit(world):
+    line = "Question: " + "x" * 49 + "\n"  # 60 bytes a line
+    (world / "items" / "mine" / "long.txt").write_text(line * 20_000)  # 1.2 MB
+    before = snapshot(world.parent)
+    result = _validate(world, "items/mine")
+    _assert_refused(result, result.output, "items/mine/long.txt", MAX_BYTES // len(line) + 1, "this line passes it")
+    assert snapshot(world.parent) == before
