@@ -26,7 +26,6 @@ from mergeval.answer import GenerationSettings
 from mergeval.errors import SweepFailed
 from mergeval.lock import workspace_lock
 from mergeval.plan import plan_sweep
-from mergeval.proctora.judge import Judge
 from mergeval.workspace import Workspace
 
 def _log(message: str) -> None:
@@ -66,9 +65,7 @@ def sweep(
     with workspace_lock(ws.state):  # one sweep per workspace: the caches are shared
         plan = plan_sweep(ws, ws.resolve(configs), ws.resolve(items), ws.resolve(judge), generation,
                           trust_remote_code=trust_remote_code or ())
-        if stages.needs_judge(plan):  # before any GPU time: is the judge there?
-            with Judge(plan.judge, ws) as judge_check:
-                judge_check.check_alive()
+        stages.check_judge(plan)  # before any GPU time: is the judge there?
 
         stats = stages.empty_stats()
         if pool:  # each model's build → answer → grade on whichever worker takes it

@@ -64,15 +64,11 @@ def check_sweep_inputs(ws: Workspace, configs: str, items: str, judge: str, keep
 def check_judge(plan) -> None:
     """A judge that is down stops the sweep here, in one line and before Prefect starts,
     if anything is left to grade (exit status 1: the input is fine, the service is not)."""
+    from . import stages
     from .proctora.backend_base import JudgeUnavailable
-    from .proctora.judge import Judge
-    from .stages import needs_judge
 
-    if not needs_judge(plan):
-        return
     try:
-        with Judge(plan.judge, plan.workspace) as judge:
-            judge.check_alive()
+        stages.check_judge(plan)
     except JudgeUnavailable as e:
         click.echo(f"the judge is not available: {e}\nnothing was run.", err=True)
         sys.exit(1)

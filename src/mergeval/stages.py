@@ -69,10 +69,13 @@ def grades_complete(plan: SweepPlan, cand: Candidate) -> bool:
                              plan.judge_fingerprint)
 
 
-def needs_judge(plan: SweepPlan) -> bool:
-    """Whether any model still has grading to do (a re-run that finds everything graded
-    need not load the judge's tokenizer, and with it transformers and torch, just to check)."""
-    return any(not grades_complete(plan, c) for c in plan.candidates)
+def check_judge(plan: SweepPlan) -> None:
+    """Raise JudgeUnavailable (saying what to fix) unless the judge answers, asked only when
+    some model still has grading to do: a re-run that finds everything graded need not load
+    the judge's tokenizer, and with it transformers and torch, just to check."""
+    if any(not grades_complete(plan, c) for c in plan.candidates):
+        with Judge(plan.judge, plan.workspace) as judge:
+            judge.check_alive()
 
 
 def built(cand: Candidate) -> bool:
