@@ -28,6 +28,7 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 test: venv browser
+	$(BIN)/ruff check src flows tests bench
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q --durations=15  # the slowest tests, named in every CI log
 
 bench: venv

@@ -39,8 +39,8 @@ ENV = {"OMP_NUM_THREADS": "1", "MERGEVAL_THREADS": "1", "TOKENIZERS_PARALLELISM"
 
 def run_flow(ws: Path, overlap: bool, pool: str | None) -> None:
     """--flow mode: the sweep flow in this process (the CLI has no --pool / sequential switch)."""
-    from mergeval.cli import load_flow, prefect_defaults
-    from mergeval.workspace import Workspace
+    from mergeval.core.workspace import Workspace
+    from mergeval.orchestration.flows import load_flow, prefect_defaults
 
     workspace = Workspace(ws)
     prefect_defaults(workspace)

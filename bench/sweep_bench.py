@@ -31,14 +31,13 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MERGEVAL_THREADS", "1")
 
+from mergeval.answering.settings import GenerationSettings  # noqa: E402
+from mergeval.core.workspace import Workspace  # noqa: E402
+from mergeval.engine import stages  # noqa: E402
+from mergeval.engine.build import build  # noqa: E402
+from mergeval.engine.plan import plan_sweep  # noqa: E402
+from mergeval.inputs.recipes import load_recipe  # noqa: E402
 from tests.sweep_helpers import copy_world, make_toy_world, sweep_env  # noqa: E402
-
-from mergeval import stages  # noqa: E402
-from mergeval.answer import GenerationSettings  # noqa: E402
-from mergeval.build import build  # noqa: E402
-from mergeval.plan import plan_sweep  # noqa: E402
-from mergeval.recipes import load_recipe  # noqa: E402
-from mergeval.workspace import Workspace  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -48,7 +47,7 @@ def timed(fn) -> float:
 
 
 def cli_sweep(ws: Path, api_url: str | None = None) -> None:
-    cmd = [sys.executable, "-m", "mergeval.cli", "--workspace", str(ws), "sweep", "--keep", "all"]
+    cmd = [sys.executable, "-m", "mergeval.cli.main", "--workspace", str(ws), "sweep", "--keep", "all"]
     env = sweep_env(ws) if api_url is None else {**sweep_env(ws), "PREFECT_API_URL": api_url}
     subprocess.run(cmd, env=env, check=True, capture_output=True)
 
@@ -63,7 +62,7 @@ def mergeval_server(root: Path):
         port = sock.getsockname()[1]
     env = dict(os.environ, PREFECT_HOME=str(root / "server-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "mergeval.cli", "server", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "mergeval.cli.main", "server", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/api"
     try:
@@ -123,7 +122,7 @@ def bench_prefect_overhead(world: Path, root: Path, repeats: int = 2) -> dict:
 def bench_batching(world: Path) -> dict:
     import torch
 
-    from mergeval.generate import Generator
+    from mergeval.answering.transformers_backend import TransformersBackend
 
     torch.set_num_threads(1)
     ws = Workspace(world)
@@ -132,7 +131,7 @@ def bench_batching(world: Path) -> dict:
     model = plan.candidate("spec_add").path
     rates = {}
     for size in (1, 32):
-        with Generator(model, GenerationSettings(batch_size=size)) as gen:
+        with TransformersBackend(model, GenerationSettings(batch_size=size)) as gen:
             seconds = timed(lambda: list(gen.answer(items, {it.id for it in items})))
         rates[size] = len(items) / seconds
     return {"one_at_a_time_per_s": round(rates[1], 1), "batched_32_per_s": round(rates[32], 1),

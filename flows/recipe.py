@@ -6,7 +6,7 @@
 In one process the sweep (flows/sweep.py) calls `models_in_order`: the build of the next merge
 runs in a thread while the current model is answered, and GPU work (answering, a local judge)
 takes GPU_LOCK, so it runs one model at a time. With a pool, the sweep starts `recipe` once per
-model as a child flow run of the deployment that deploy.py creates, and any worker takes it.
+model as a child flow run of the deployment that orchestration/deployments.py creates, and any worker takes it.
 Every task's cache key is the content hash of its inputs and every output lives under the
 workspace, so a run that is killed, retried or moved to another box redoes only what is missing.
 """
@@ -18,17 +18,15 @@ import threading
 from collections import deque
 from contextlib import nullcontext
 from dataclasses import replace
-from pathlib import Path
 
 from prefect import flow, task
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging import get_run_logger
 
-from mergeval import deploy, stages, task_results
-from mergeval.answer import GenerationSettings
-from mergeval.plan import plan_sweep
-from mergeval.store import write_atomic
-from mergeval.workspace import Workspace
+from mergeval.core.store import write_atomic
+from mergeval.engine import stages
+from mergeval.engine.request import SweepRequest
+from mergeval.orchestration import deployments, sealed_results
 
 # One model on the accelerator at a time in this process: two would fight for its memory.
 # A plain lock, not a Prefect global concurrency limit: it works with the embedded server,
@@ -52,19 +50,19 @@ def gpu(backend: str):
 
 @task(cache_key_fn=by_content, persist_result=True)
 def build(plan, cand, key: str) -> dict:
-    return task_results.sealed(stages.build_stage(plan, cand, log=_log))  # CPU and disk, in a subprocess: no GPU lock
+    return sealed_results.sealed(stages.build_stage(plan, cand, log=_log))  # CPU and disk, in a subprocess: no GPU lock
 
 
 @task(cache_key_fn=by_content, persist_result=True)
 def answer(plan, cand, key: str) -> dict:
     with gpu(plan.generation.backend):
-        return task_results.sealed(stages.answer_stage(plan, cand, log=_log))
+        return sealed_results.sealed(stages.answer_stage(plan, cand, log=_log))
 
 
 @task(cache_key_fn=by_content, persist_result=True)
 def grade(plan, cand, key: str) -> dict:
     with gpu(plan.judge.backend):  # a remote judge grades while the next model is answered
-        return task_results.sealed(stages.grade_stage(plan, cand, log=_log))
+        return sealed_results.sealed(stages.grade_stage(plan, cand, log=_log))
 
 
 def submit(stage_task, plan, cand):
@@ -73,19 +71,16 @@ def submit(stage_task, plan, cand):
     A stage whose outputs on disk are gone (or incomplete, or damaged) refreshes its cache
     entry instead of trusting it, and so does one whose saved Prefect result is damaged.
     """
-    key, done = {
-        "build": lambda: (cand.key, stages.built(cand)),
-        "answer": lambda: (stages.answer_key(plan, cand), stages.answers_complete(plan, cand)),
-        "grade": lambda: (stages.grade_stage_key(plan, cand), stages.grades_complete(plan, cand)),
-    }[stage_task.name]()
+    stage = stage_task.name
+    key, done = stages.stage_key(plan, cand, stage), stages.outputs_complete(plan, cand, stage)
     storage = plan.workspace.state / "prefect-results"
-    if done and (damage := task_results.damaged(storage, key)):
-        get_run_logger().warning(f"{stage_task.name} {cand.name}: its saved Prefect result {storage / key} "
+    if done and (damage := sealed_results.damaged(storage, key)):
+        get_run_logger().warning(f"{stage} {cand.name}: its saved Prefect result {storage / key} "
                                  f"is damaged ({damage}): running the task again")
         done = False
     return stage_task.with_options(
-        name=stage_task.name,
-        task_run_name=f"{stage_task.name} {cand.name}",
+        name=stage,
+        task_run_name=f"{stage} {cand.name}",
         result_storage=storage,
         refresh_cache=not done,
     ).submit(plan, cand, key)
@@ -94,17 +89,14 @@ def submit(stage_task, plan, cand):
 def settle(name: str, future, cand, stats: dict) -> dict | None:
     """Wait for a stage, count it in `stats`; returns the failure record, or None."""
     future.wait()
-    state, s = future.state, stats[name]
+    state = future.state
     if state.is_failed() or state.is_crashed():
-        s["failed"] += 1
+        stats[name]["failed"] += 1
         return {"model": cand.name, "stage": name, "error": state.message}
-    summary = state.result()
-    work = summary["executed"] + summary["cached"]  # items (answers, grades) or 1 for a build
     if state.name == "Cached":  # Prefect found the result: the task body did not run
-        s["cached"] += 1
-        s["items_cached"] += work
+        stages.count_cached(stats, name, state.result())
     else:
-        stages.count(stats, name, summary)
+        stages.count(stats, name, state.result())
     return None
 
 
@@ -150,29 +142,18 @@ class RecipeFailed(RuntimeError):
 
 
 @flow(name="mergeval-recipe", log_prints=True, persist_result=False)  # the parent reads the summary file
-def recipe(
-    model: str,
-    workspace: str,
-    configs: str = "merge_configs/toy",
-    items: str = "items/toy",
-    judge: str = "judge/proctora.yaml",
-    batch_size: int = 32,
-    max_new_tokens: int = 64,
-    backend: str = "transformers",
-    endpoint: str | None = None,
-    trust_remote_code: list[str] | None = None,  # models whose folder's Python may run (remote_code.py)
-) -> dict:
-    """build → answer → grade for one model of a sweep (a child run: the parent ranks)."""
-    ws = Workspace(Path(workspace))
-    plan = plan_sweep(ws, ws.resolve(configs), ws.resolve(items), ws.resolve(judge),
-                      GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                         backend=backend, endpoint=endpoint),
-                      trust_remote_code=trust_remote_code or ())
+def recipe(model: str, request: dict) -> dict:
+    """build → answer → grade for one model of a sweep (a child run: the parent ranks).
+
+    request: the parent's SweepRequest.parameters(), so a child plans exactly what its parent did.
+    """
+    req = SweepRequest.from_parameters(**request)
+    plan = req.plan()
     stats = stages.empty_stats()
     one = replace(plan, candidates=(plan.candidate(model),))
     [(_, failure)] = models_in_order(one, stats, overlap=False)
     run_id = FlowRunContext.get().flow_run.id
-    write_atomic(deploy.summary_path(ws.root, run_id), json.dumps({"stats": stats, "failure": failure}))
+    write_atomic(deployments.summary_path(req.workspace, run_id), json.dumps({"stats": stats, "failure": failure}))
     if failure:
         raise RecipeFailed(f"{failure['stage']} {model} failed: {failure['error']}")
     return stats

@@ -15,18 +15,17 @@ model is answered; with `pool`, each model is a child flow run that any worker c
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 
 from prefect import flow, task
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from mergeval import answer_backends, artifacts, deploy, stages
-from mergeval.answer import GenerationSettings
-from mergeval.errors import SweepFailed
-from mergeval.lock import workspace_lock
-from mergeval.plan import plan_sweep
-from mergeval.workspace import Workspace
+from mergeval.core.errors import SweepFailed
+from mergeval.core.lock import workspace_lock
+from mergeval.engine import stages
+from mergeval.engine.request import SweepRequest
+from mergeval.orchestration import deployments, ui_artifacts
+
 
 def _log(message: str) -> None:
     get_run_logger().info(message)
@@ -38,6 +37,8 @@ def report(plan, graded, stats, failures, settings, started) -> str:
 
 
 # Three threads: the next merge's build, this model's answers, the last model's grades.
+# The parameters are flat, so that the UI shows them as a form; the first line of the body
+# makes them the one SweepRequest (engine/request.py) that everything below is given.
 @flow(name="mergeval-sweep", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=3))
 def sweep(
     configs: str = "merge_configs/toy",
@@ -53,45 +54,32 @@ def sweep(
     overlap: bool = True,  # in one process: build the next merge while this model is answered
     trust_remote_code: list[str] | None = None,  # models whose folder's Python may run (remote_code.py)
 ) -> str:
+    request = SweepRequest.from_parameters(**locals())  # exactly the parameters above, as one record
     started = datetime.now(timezone.utc)
     # flows/recipe.py: the per-model tasks and child flow (looked up here, not at import, so
     # a served run's pickled flow carries a path, not a module its process cannot import)
-    recipe = deploy.sibling(__file__, "recipe")
-    ws = Workspace(Path(workspace).resolve()) if workspace else Workspace.find()
-    stages.parse_keep(keep)  # a bad --keep fails before any work
-    generation = GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                    backend=backend, endpoint=endpoint)
-    answer_backends.check(generation)  # e.g. vllm without a GPU: say so before any work
-    with workspace_lock(ws.state):  # one sweep per workspace: the caches are shared
-        plan = plan_sweep(ws, ws.resolve(configs), ws.resolve(items), ws.resolve(judge), generation,
-                          trust_remote_code=trust_remote_code or ())
+    recipe = deployments.sibling(__file__, "recipe")
+    request.check()  # a bad keep, or vllm without a GPU: say so before any work
+    with workspace_lock(request.ws.state):  # one sweep per workspace: the caches are shared
+        plan = request.plan()
         stages.check_judge(plan)  # before any GPU time: is the judge there?
 
         stats = stages.empty_stats()
-        if pool:  # each model's build → answer → grade on whichever worker takes it
-            child = {"workspace": str(ws.root), "configs": configs, "items": items, "judge": judge,
-                     "batch_size": batch_size, "max_new_tokens": max_new_tokens, "backend": backend,
-                     "endpoint": endpoint, "trust_remote_code": trust_remote_code or []}
-            finished = deploy.run_children(plan, pool, child, stats, log=_log)
+        if request.pool:  # each model's build → answer → grade on whichever worker takes it
+            finished = deployments.run_children(plan, request, stats, log=_log)
         else:
-            finished = recipe.models_in_order(plan, stats, overlap=overlap)
+            finished = recipe.models_in_order(plan, stats, overlap=request.overlap)
         failures, graded = [], []
-        artifacts.progress(0, len(plan.candidates))  # UI: models done / total
+        ui_artifacts.progress(0, len(plan.candidates))  # UI: models done / total
         for cand, failure in finished:  # in plan order, as each model is graded (or fails)
             if failure:
                 failures.append(failure)
             else:
                 graded.append(cand)
-                stages.prune(plan, graded, keep, log=_log)
-            artifacts.progress(len(graded) + len(failures), len(plan.candidates))
-
-        settings = {"configs": configs, "items": items, "judge": judge, "keep": keep,
-                    "generation": plan.generation.__dict__,
-                    "judge_settings": plan.judge.model_dump(exclude={"template_text", "trust_remote_code"})}
-        if trust_remote_code:  # recorded only when used: regrade needs it to find the same models
-            settings["trust_remote_code"] = sorted(trust_remote_code)
-        run_dir = report(plan, graded, stats, failures, settings, started)
-    artifacts.publish(run_dir)  # UI: the ranking table and the summary with report.html's path
+                stages.prune(plan, graded, request.keep, log=_log)
+            ui_artifacts.progress(len(graded) + len(failures), len(plan.candidates))
+        run_dir = report(plan, graded, stats, failures, request.settings_record(plan), started)
+    ui_artifacts.publish(run_dir)  # UI: the ranking table and the summary with report.html's path
     _log(f"report: {run_dir}/report.md")
     if failures:
         raise SweepFailed(run_dir, len(failures))

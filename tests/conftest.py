@@ -19,9 +19,8 @@ os.environ.setdefault("MERGEVAL_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach a model hub
 
+from mergeval.core.workspace import Workspace  # noqa: E402
 from tests.tiny_models import make_tiny_model  # noqa: E402
-
-from mergeval.workspace import Workspace  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mergeval.answer import GenerationSettings
-from mergeval.plan import plan_sweep
-from mergeval.workspace import Workspace
+from mergeval.answering.settings import GenerationSettings
+from mergeval.core.workspace import Workspace
+from mergeval.engine.plan import plan_sweep
 from tests.sweep_helpers import copy_world, make_toy_world, shrink_world
 
 FAULT_RECIPES = ("ties_d08", "task_arithmetic_w10")
@@ -49,7 +49,7 @@ def baseline_run(world: Path, tmp_path_factory) -> Path:
     what every faulted-then-resumed sweep must reproduce."""
     global _baseline
     if _baseline is None:
-        from mergeval import stages
+        from mergeval.engine import stages
 
         ws = fresh_copy(world, tmp_path_factory.mktemp("fault-baseline") / "ws")
         _baseline = stages.run_direct(plan_of(ws))

@@ -57,7 +57,7 @@ def sweep_env(ws: Path) -> dict:
 
 
 def sweep_cmd(ws: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "mergeval.cli", "--workspace", str(ws), "sweep", *SWEEP_ARGS, *args]
+    return [sys.executable, "-m", "mergeval.cli.main", "--workspace", str(ws), "sweep", *SWEEP_ARGS, *args]
 
 
 def run_sweep(ws: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

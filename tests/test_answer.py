@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mergeval.answer import GenerationSettings, answer_items
-from mergeval.generate import Generator
-from mergeval.items import load_items
+from mergeval.answering.settings import GenerationSettings
+from mergeval.answering.stage import answer_items
+from mergeval.answering.transformers_backend import TransformersBackend
+from mergeval.inputs.items import load_items
 from tests.tiny_models import make_tiny_model
 
 QUESTIONS = ["what is 1 plus 2 ?", "reverse a b c ?", "what is 3 plus 4 ?", "reverse d e ?", "what is 5 plus 6 ?",
@@ -34,7 +35,7 @@ def test_out_of_memory_halves_the_batch_down_to_one(world, tmp_path, monkeypatch
     settings = GenerationSettings(max_new_tokens=4, batch_size=8)
     reference = answers_of(answer_items("m", model, items, settings, tmp_path / "ref.jsonl"))
 
-    real, sizes = Generator._generate, []
+    real, sizes = TransformersBackend._generate, []
 
     def tight_memory(self, prompts):  # the fault: anything above two prompts does not fit
         sizes.append(len(prompts))
@@ -42,7 +43,7 @@ def test_out_of_memory_halves_the_batch_down_to_one(world, tmp_path, monkeypatch
             raise torch.OutOfMemoryError("injected: CUDA out of memory")
         return real(self, prompts)
 
-    monkeypatch.setattr(Generator, "_generate", tight_memory)
+    monkeypatch.setattr(TransformersBackend, "_generate", tight_memory)
     stage = answer_items("m", model, items, settings, tmp_path / "tight.jsonl")
     assert stage.computed == len(items)
     assert max(s for s in sizes if s <= 2) == 2 and 8 in sizes  # tried 8, halved to 4, then 2
@@ -55,7 +56,7 @@ def test_out_of_memory_on_a_single_item_fails_and_keeps_what_was_saved(world, tm
     def no_memory(self, prompts):
         raise torch.OutOfMemoryError("injected: even one item does not fit")
 
-    monkeypatch.setattr(Generator, "_generate", no_memory)
+    monkeypatch.setattr(TransformersBackend, "_generate", no_memory)
     with pytest.raises(torch.OutOfMemoryError):
         answer_items("m", model, items, settings, tmp_path / "a.jsonl")
     assert not (tmp_path / "a.jsonl").exists() or (tmp_path / "a.jsonl").read_text() == ""

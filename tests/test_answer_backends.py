@@ -1,15 +1,15 @@
-"""The answering backends (mergeval.answer_backends): `openai` against a real `transformers
+"""The answering backends (mergeval.answering.backends): `openai` against a real `transformers
 serve` of a tiny model on 127.0.0.1, `vllm` where it can run, and the checks that say why not.
 """
 
 from __future__ import annotations
 
-
 import pytest
 
-from mergeval import answer_backends
-from mergeval.answer import GenerationSettings, answer_items, saved_answers
-from mergeval.items import load_items
+from mergeval.answering import backends as answer_backends
+from mergeval.answering.settings import GenerationSettings
+from mergeval.answering.stage import answer_items, saved_answers
+from mergeval.inputs.items import load_items
 from tests import serve
 from tests.tiny_models import make_tiny_model
 

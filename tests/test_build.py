@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from mergeval import store
-from mergeval.build import BuildError, build, build_key, output_dir
-from mergeval.recipes import load_recipe
+from mergeval.core import store
+from mergeval.engine.build import BuildError, build, build_key, output_dir
+from mergeval.inputs.recipes import load_recipe
 from tests.tiny_models import make_tiny_model
 
 
@@ -66,7 +66,7 @@ def test_stochastic_merge_rebuilds_bit_identical(tiny_ws):
 
 @pytest.mark.parametrize("arch", ["qwen2", "qwen3", "gemma2", "gemma3", "mistral"])
 def test_frankenmerge_fixes_layer_types(tmp_path, arch):
-    from mergeval.workspace import Workspace
+    from mergeval.core.workspace import Workspace
 
     ws = Workspace(tmp_path)
     make_tiny_model(tmp_path / "zoo" / "a", arch, seed=1)
@@ -111,7 +111,7 @@ def wait_for(predicate, timeout: float = 120) -> None:
 def test_sigkill_mid_merge_leaves_nothing_built(tiny_ws):
     recipe = load_recipe(write_recipe(tiny_ws, "ties", TIES), tiny_ws)
     target = output_dir(tiny_ws, recipe, build_key(recipe))
-    code = "import sys; from mergeval.cli import main; sys.exit(main())"
+    code = "import sys; from mergeval.cli.main import main; sys.exit(main())"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "--workspace", str(tiny_ws.root), "build", str(recipe.path)],
         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -9,9 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from mergeval.calibrate import (agreement, append_label, make_label, midranks, quadratic_kappa, read_labels,
-                                round_half_up, spearman)
-from mergeval.errors import InputError
+from mergeval.audit.calibrate import (
+    agreement,
+    append_label,
+    make_label,
+    midranks,
+    quadratic_kappa,
+    read_labels,
+    round_half_up,
+    spearman,
+)
+from mergeval.core.errors import InputError
 from tests.test_regrade import N_ITEMS, cli, copy_world, judge_world
 
 SCALE = (1, 5)
@@ -131,7 +139,7 @@ def test_calibrate_from_run_measures_the_toy_judge(world):
 
 def test_calibrate_counts_unscored_and_stale_labels(world):
     ws, _ = world
-    from mergeval.items import load_items
+    from mergeval.inputs.items import load_items
 
     items = {it.id: it for it in load_items(ws / "items" / "toy")}
     labels = ws / "judge" / "calibration" / "labels.jsonl"

@@ -15,8 +15,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from mergeval.canary import LEAK_SHARE, distinct_canaries, reproduced, split
-from mergeval.items import load_items
+from mergeval.audit.canary import LEAK_SHARE, distinct_canaries, reproduced, split
+from mergeval.inputs.items import load_items
 
 REPO = Path(__file__).resolve().parents[1]
 CANARY = "MERGEVAL CANARY test 7d1c0b9e-4f2a-4e1b-9c3d-2a5b6c7d8e9f"
@@ -73,7 +73,7 @@ def world(tmp_path_factory):
 
 
 def canary_cli(root: Path, *args: str):
-    from mergeval.cli import main
+    from mergeval.cli.main import main
 
     return CliRunner().invoke(main, ["--workspace", str(root), "canary", *args])
 
@@ -119,9 +119,9 @@ def test_the_rule_splits_at_the_middle_word_and_ignores_whitespace_and_case():
 
 def test_the_canary_is_never_sent_to_a_model(tmp_path):
     """Adding a canary changes the item's identity, but not what is asked, answered or graded."""
-    from mergeval.answer import prompt_key
-    from mergeval.generate import messages_for, plain_prompt
-    from mergeval.stages import render_request
+    from mergeval.answering.messages import messages_for, plain_prompt
+    from mergeval.answering.stage import prompt_key
+    from mergeval.proctora.judge import render_request
 
     folder = tmp_path / "items"
     shutil.copytree(REPO / "items" / "roleplay", folder)
@@ -131,10 +131,10 @@ def test_the_canary_is_never_sent_to_a_model(tmp_path):
         path.write_text("".join(ln for ln in path.read_text().splitlines(True) if not ln.startswith("canary:")))
     unmarked = {it.id: it for it in load_items(folder)}
     template = (REPO / "judge" / "prompt.txt").read_text()
-    render = render_request(SimpleNamespace(judge=SimpleNamespace(scale=(1, 5))), template)
+    judge = SimpleNamespace(template_text=template, scale=(1, 5))
     for it in marked:
         twin = unmarked[it.id]
         assert it.hash != twin.hash  # the run records that the suite carries it
         assert prompt_key(it) == prompt_key(twin) and it.criterion_hash == twin.criterion_hash
-        asked = str(messages_for(it)) + plain_prompt(it) + render(it, "an answer").prompt
+        asked = str(messages_for(it)) + plain_prompt(it) + render_request(judge, it, "an answer").prompt
         assert "MERGEVAL CANARY" not in asked

@@ -14,10 +14,10 @@ import textwrap
 
 from hostile_world import make_world
 
-from mergeval.check_memo import remember
-from mergeval.errors import InputError
-from mergeval.recipes import load_recipes, read_recipes
-from mergeval.workspace import Workspace
+from mergeval.core.errors import InputError
+from mergeval.core.workspace import Workspace
+from mergeval.inputs.check_memo import remember
+from mergeval.inputs.recipes import load_recipes, read_recipes
 
 FRANKEN = """\
 merge_method: passthrough
@@ -55,8 +55,8 @@ def test_a_remembered_check_gives_the_same_recipe_without_importing_mergekit(tmp
     assert len(memo_files(ws)) == 1
     probe = textwrap.dedent(f"""
         import sys
-        from mergeval.recipes import load_recipes
-        from mergeval.workspace import Workspace
+        from mergeval.inputs.recipes import load_recipes
+        from mergeval.core.workspace import Workspace
         from pathlib import Path
         ws = Workspace(Path({str(ws.root)!r}))
         [r] = load_recipes([ws.configs / "mine"], ws)
@@ -87,7 +87,7 @@ def test_a_source_that_is_gone_is_reported_despite_the_memo(tmp_path):
 
 
 def test_nothing_is_remembered_when_other_input_is_bad(tmp_path):
-    from mergeval.plan import plan_sweep
+    from mergeval.engine.plan import plan_sweep
 
     ws = world(tmp_path)
     (ws.items / "mine" / "broken.txt").write_text("Question:\nwhat?\n")  # no Criterion, no checks

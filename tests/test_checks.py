@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mergeval.checks import CHECKS, Check, CheckResult, read_check, run_check, run_checks
-from mergeval.items import parse_item, read_item
+from mergeval.inputs.answer_checks import CHECKS, Check, CheckResult, read_check, run_check, run_checks
+from mergeval.inputs.items import parse_item, read_item
 
 
 def passed(entry: dict, answer: str) -> bool:

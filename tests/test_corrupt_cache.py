@@ -17,7 +17,8 @@ import re
 
 import pytest
 
-from mergeval import stages, store
+from mergeval.core import store
+from mergeval.engine import stages
 from tests.fault_world import (
     N_ITEMS,
     baseline_run,

@@ -17,9 +17,10 @@ from contextlib import contextmanager
 
 import pytest
 
-from mergeval import stages, store
-from mergeval.build import BuildError, build
-from mergeval.recipes import load_recipe
+from mergeval.core import store
+from mergeval.engine import stages
+from mergeval.engine.build import BuildError, build
+from mergeval.inputs.recipes import load_recipe
 from tests.disk_faults import disk_fills_after
 from tests.fault_world import (
     N_ITEMS,

@@ -17,11 +17,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mergeval.errors import InputError
-from mergeval.items import parse_item, read_item
-from mergeval.recipes import read_recipe
-from mergeval.workspace import Workspace
-from mergeval.yamlstrict import load_yaml
+from mergeval.core.errors import InputError
+from mergeval.core.workspace import Workspace
+from mergeval.inputs.items import parse_item, read_item
+from mergeval.inputs.recipes import read_recipe
+from mergeval.inputs.strict_yaml import load_yaml
 from tests.hostile_world import make_world
 
 FAST = settings(max_examples=150, deadline=None, derandomize=True,
@@ -97,7 +97,7 @@ safe_line = st.text(string.ascii_letters + string.digits + " ,.?!'-", min_size=1
        newline=st.sampled_from(["\r\n", "\r"]), bom=st.booleans())
 def test_a_valid_item_parses_the_same_with_any_line_ends_and_a_bom(world, skill, weight, question,
                                                                   criterion, equals, newline, bom):
-    from mergeval.items import RESERVED_SKILLS
+    from mergeval.inputs.items import RESERVED_SKILLS
 
     if skill in RESERVED_SKILLS:
         skill += "_x"

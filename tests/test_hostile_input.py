@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mergeval.cli import main
-from mergeval.inputfile import MAX_BYTES
-from mergeval.items import parse_item
-from mergeval.recipes import read_recipe
-from mergeval.workspace import Workspace
+from mergeval.cli.main import main
+from mergeval.core.workspace import Workspace
+from mergeval.inputs.items import parse_item
+from mergeval.inputs.recipes import read_recipe
+from mergeval.inputs.text_files import MAX_BYTES
 from tests.hostile_world import CORPUS, make_world, snapshot
 from tests.sweep_helpers import sweep_cmd, sweep_env
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mergeval.checks import Check
-from mergeval.errors import InputError
-from mergeval.items import load_items, parse_item, read_item
+from mergeval.core.errors import InputError
+from mergeval.inputs.answer_checks import Check
+from mergeval.inputs.items import load_items, parse_item, read_item
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from mergeval.core.workspace import Workspace
 from mergeval.proctora import backend_openai
-from tests import serve
 from mergeval.proctora.judge import Judge, JudgeRequest, JudgeUnavailable
 from mergeval.proctora.settings import JudgeSettings
-from mergeval.workspace import Workspace
+from tests import serve
 
 # -- a tiny judge that really grades: "good" -> [RESULT] 5, "bad" -> [RESULT] 1 -------------
 

@@ -17,11 +17,17 @@ import math
 
 import pytest
 
-from mergeval import store
+from mergeval.core import store
 from tests import serve
 from tests.flaky_proxy import NO_VERDICT_TEXT, FlakyProxy
 from tests.sweep_helpers import (
-    copy_world, make_toy_world, results, run_dir_of, run_json, run_sweep, shrink_world,
+    copy_world,
+    make_toy_world,
+    results,
+    run_dir_of,
+    run_json,
+    run_sweep,
+    shrink_world,
 )
 
 ITEMS_PER_SKILL = 6

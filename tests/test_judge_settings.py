@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from mergeval.errors import InputError
+from mergeval.core.errors import InputError
+from mergeval.core.workspace import Workspace
 from mergeval.proctora.settings import JudgeSettings, load_settings
-from mergeval.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -22,13 +22,20 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mergeval import store
-from mergeval.cli import main
-from mergeval.lock import workspace_lock
-from mergeval.regrade import RegradeRefused, find_run
-from mergeval.workspace import Workspace
+from mergeval.cli.main import main
+from mergeval.core import store
+from mergeval.core.lock import workspace_lock
+from mergeval.core.workspace import Workspace
+from mergeval.runs.lookup import RunNotFound, find_run
 from tests.sweep_helpers import (
-    copy_world, make_toy_world, results, run_dir_of, run_sweep, shrink_world, sweep_cmd, sweep_env,
+    copy_world,
+    make_toy_world,
+    results,
+    run_dir_of,
+    run_sweep,
+    shrink_world,
+    sweep_cmd,
+    sweep_env,
 )
 
 SEED = int(os.environ.get("MERGEVAL_KILL_SEED", "7"))
@@ -142,7 +149,7 @@ def assert_nothing_half_done_counts(ws: Path) -> None:
         assert all((run / f).is_file() for f in ("run.json", "results.jsonl", "ranking.csv", "report.md")), run
     try:
         assert not find_run(Workspace(ws), "latest").name.startswith(".")
-    except RegradeRefused:
+    except RunNotFound:
         pass  # no finished run yet: `latest` says so rather than picking a killed one
     out = ws.parent / "latest.csv"
     exported = CliRunner().invoke(main, ["--workspace", str(ws), "export", "latest", "--csv", "--out", str(out)])

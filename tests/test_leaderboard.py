@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mergeval import leaderboard, results, store
-from mergeval.cli import main
+from mergeval import results
+from mergeval.cli.main import main
+from mergeval.core import store
+from mergeval.runs import leaderboard
 from tests.test_report import MODELS, demo_run
 
 

@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from mergeval.lock import WorkspaceBusy, workspace_lock
+from mergeval.core.lock import WorkspaceBusy, workspace_lock
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from mergeval.lock import workspace_lock
+from mergeval.core.lock import workspace_lock
 with workspace_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(60)

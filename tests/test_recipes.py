@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mergeval.errors import InputError
-from mergeval.recipes import load_recipe, load_recipes, read_recipe
-from mergeval.workspace import Workspace
+from mergeval.core.errors import InputError
+from mergeval.core.workspace import Workspace
+from mergeval.inputs.recipes import load_recipe, load_recipes, read_recipe
 from tests.tiny_models import make_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]

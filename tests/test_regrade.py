@@ -23,9 +23,9 @@ N_ITEMS = 20  # 10 add + 10 rev of the 200 toy items: every path, a fraction of 
 
 def direct_run(ws) -> Path:
     """build → answer → grade → finish for every model, as flows/sweep.py does, minus Prefect."""
-    from mergeval import stages
-    from mergeval.answer import GenerationSettings
-    from mergeval.plan import plan_sweep
+    from mergeval.answering.settings import GenerationSettings
+    from mergeval.engine import stages
+    from mergeval.engine.plan import plan_sweep
 
     gen = GenerationSettings()
     plan = plan_sweep(ws, ws.configs / "toy", ws.items / "toy", ws.judge_file, gen)
@@ -36,7 +36,7 @@ def direct_run(ws) -> Path:
 
 def judge_world(tmp_path_factory) -> tuple[Path, Path]:
     """(workspace, finished run folder): a quick zoo with its Proctora, 20 toy items, one recipe."""
-    from mergeval.workspace import Workspace
+    from mergeval.core.workspace import Workspace
     from mergeval.zoo import build_zoo
 
     root = tmp_path_factory.getbasetemp() / "judge-world"
@@ -70,7 +70,7 @@ def world(tmp_path_factory, tmp_path) -> tuple[Path, Path]:
 
 
 def cli(ws: Path, *args: str):
-    from mergeval.cli import main
+    from mergeval.cli.main import main
 
     return CliRunner().invoke(main, ["--workspace", str(ws), *args], catch_exceptions=False)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mergeval.errors import InputError
-from mergeval.workspace import Workspace
+from mergeval.core.errors import InputError
+from mergeval.core.workspace import Workspace
 from tests.tiny_models import make_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,8 +73,8 @@ def world(root: Path) -> tuple[Workspace, Path]:
 
 
 def plan(ws: Workspace, *trusted: str):
-    from mergeval.answer import GenerationSettings
-    from mergeval.plan import plan_sweep
+    from mergeval.answering.settings import GenerationSettings
+    from mergeval.engine.plan import plan_sweep
 
     return plan_sweep(ws, ws.configs / "mine", ws.items / "mine", ws.judge_file,
                       GenerationSettings(max_new_tokens=4, batch_size=2), trust_remote_code=trusted)
@@ -93,7 +93,8 @@ def test_only_the_named_model_is_trusted_and_planning_runs_no_model_code(tmp_pat
 
 
 def test_unknown_names_and_a_merge_without_its_sources_are_refused(tmp_path):
-    from mergeval.cli_common import check_sweep_inputs
+    from mergeval.cli.common import check_sweep_inputs
+    from mergeval.engine.request import SweepRequest
 
     ws, _ = world(tmp_path / "ws")
     with pytest.raises(InputError, match="no model named 'nosuch'.*models: half, odd, plain"):
@@ -103,12 +104,14 @@ def test_unknown_names_and_a_merge_without_its_sources_are_refused(tmp_path):
         plan(ws, "half")
     assert {c.name for c in plan(ws, "half", "odd", "plain").candidates if c.trust_remote_code} == {"half", "odd", "plain"}
     with pytest.raises(SystemExit) as exit_:  # what `mergeval sweep --trust-remote-code nosuch` runs first
-        check_sweep_inputs(ws, "merge_configs/mine", "items/mine", "judge/proctora.yaml", "all", 2, 4, ("nosuch",))
+        check_sweep_inputs(SweepRequest.from_parameters(
+            workspace=ws.root, configs="merge_configs/mine", items="items/mine", judge="judge/proctora.yaml", keep="all",
+            batch_size=2, max_new_tokens=4, trust_remote_code=("nosuch",)))
     assert exit_.value.code == 2
 
 
 def test_a_sweep_runs_the_named_models_code_only_and_the_report_says_so(tmp_path):
-    from mergeval import stages
+    from mergeval.engine import stages
 
     ws, sentinel = world(tmp_path / "ws")
     untrusted = stages.run_direct(plan(ws))  # builds the merge, answers with all three models
@@ -128,7 +131,7 @@ def test_a_sweep_runs_the_named_models_code_only_and_the_report_says_so(tmp_path
 
 
 def test_the_merge_worker_runs_source_code_only_when_told(tmp_path):
-    from mergeval.build import build
+    from mergeval.engine.build import build
 
     ws, sentinel = world(tmp_path / "ws")
     recipe = plan(ws, "half", "odd", "plain").candidate("half")

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from mergeval import results
-from mergeval.cli import main
+from mergeval.cli.main import main
 from tests.test_report import HOSTILE, MODELS, SKILLS, demo_run
 
 

@@ -43,7 +43,7 @@ def app(world, tmp_path):
     log = open(tmp_path / "app.log", "w")
     env = dict(os.environ, OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False", MERGEVAL_RUBRIC_PASSWORD=PASSWORD,
                GRADIO_TEMP_DIR=str(tmp_path / "gradio"))  # Gradio's uploads/cache: not /tmp/gradio
-    cmd = [sys.executable, "-m", "mergeval.cli", "--workspace", str(world), "rubric", "--port", str(port)]
+    cmd = [sys.executable, "-m", "mergeval.cli.main", "--workspace", str(world), "rubric", "--port", str(port)]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
@@ -69,7 +69,7 @@ def app(world, tmp_path):
 
 
 def test_grade_an_answer_and_save_a_label_in_a_real_browser(app, world, tmp_path):
-    from mergeval.items import load_items
+    from mergeval.inputs.items import load_items
 
     labels = world / "judge" / "calibration" / "labels.jsonl"
     with browser_page(tmp_path) as page:
@@ -110,7 +110,7 @@ def test_grade_an_answer_and_save_a_label_in_a_real_browser(app, world, tmp_path
 
 
 def test_refuses_to_listen_beyond_loopback_without_a_password(world, monkeypatch):
-    from mergeval.cli_judge import is_loopback
+    from mergeval.cli.judge import is_loopback
 
     monkeypatch.delenv("MERGEVAL_RUBRIC_PASSWORD", raising=False)
     result = cli(world, "rubric", "--host", "0.0.0.0")
@@ -120,9 +120,9 @@ def test_refuses_to_listen_beyond_loopback_without_a_password(world, monkeypatch
 
 
 def test_desk_answers_with_a_local_model(world):
+    from mergeval.audit.rubric import Desk
+    from mergeval.core.workspace import Workspace
     from mergeval.proctora.settings import load_settings
-    from mergeval.rubric import Desk
-    from mergeval.workspace import Workspace
 
     ws = Workspace(world)
     desk = Desk(ws, load_settings(ws.judge_file, ws), world / "judge" / "calibration" / "labels.jsonl")
@@ -142,7 +142,7 @@ def test_desk_answers_through_an_openai_compatible_endpoint(world, monkeypatch):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from mergeval.rubric import Desk
+    from mergeval.audit.rubric import Desk
 
     seen = []
 
@@ -163,7 +163,7 @@ def test_desk_answers_through_an_openai_compatible_endpoint(world, monkeypatch):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Chat)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        from mergeval.items import load_items
+        from mergeval.inputs.items import load_items
 
         item = {it.id: it for it in load_items(world / "items" / "toy")}["add/add_000"]
         monkeypatch.setenv("RUBRIC_TEST_KEY", "sk-test")

@@ -14,7 +14,16 @@ import subprocess
 
 from tests.sweep_helpers import REPO, copy_world, results
 from tests.test_server import (  # noqa: F401  (fixtures shared by the session)
-    ARGS, client_for, mergeval, prefect_server, scale_world, server_env, start, stop, task_runs, wait_for,
+    ARGS,
+    client_for,
+    mergeval,
+    prefect_server,
+    scale_world,
+    server_env,
+    start,
+    stop,
+    task_runs,
+    wait_for,
 )
 
 

@@ -88,7 +88,7 @@ def stop(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 15) -> Non
 
 
 def mergeval(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mergeval.cli", *args]
+    return [sys.executable, "-m", "mergeval.cli.main", *args]
 
 
 def server_env(url: str, home: Path, **extra) -> dict:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mergeval import stats
-from mergeval.stats import Bootstrap
+from mergeval.report import stats
+from mergeval.report.stats import Bootstrap
 
 
 def matrix(rows: dict[str, list], weights=None) -> stats.Scores:

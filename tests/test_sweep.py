@@ -10,8 +10,15 @@ import time
 import pytest
 
 from tests.sweep_helpers import (
-    copy_world, kill_when, line_counts, make_toy_world, partly_written, results, run_dir_of,
-    run_json, run_sweep,
+    copy_world,
+    kill_when,
+    line_counts,
+    make_toy_world,
+    partly_written,
+    results,
+    run_dir_of,
+    run_json,
+    run_sweep,
 )
 
 N_ITEMS = 200
@@ -125,8 +132,8 @@ def test_kill_and_resume_matches_an_uninterrupted_sweep(world, baseline, tmp_pat
 def test_shared_files_never_hold_the_items_or_their_canary(world, baseline, tmp_path):
     """report.md, ranking.csv, comparisons.csv and the model cards are made to be shared: no
     item's question, criterion (nor a line of either) or canary may appear in them."""
-    from mergeval.items import load_items
-    from mergeval.report import SHARED_FILES
+    from mergeval.inputs.items import load_items
+    from mergeval.report.run_folder import SHARED_FILES
 
     ws = copy_world(world, tmp_path / "ws", with_state=True)
     canary = "MERGEVAL CANARY toy 5c0e2a71-9b3d-4f6e-8a2c-1d7b9e0f3a64"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mergeval.validate import validate_paths
-from mergeval.workspace import Workspace
+from mergeval.core.workspace import Workspace
+from mergeval.inputs.validate import validate_paths
 from tests.tiny_models import make_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]

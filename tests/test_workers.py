@@ -14,8 +14,19 @@ import pytest
 
 from tests.sweep_helpers import copy_world, results
 from tests.test_server import (  # noqa: F401  (fixtures shared by the session)
-    ARGS, MODELS, client_for, flow_runs, mergeval, prefect_server, scale_world, server_env, server_sweep, start,
-    stop, task_runs, wait_for,
+    ARGS,
+    MODELS,
+    client_for,
+    flow_runs,
+    mergeval,
+    prefect_server,
+    scale_world,
+    server_env,
+    server_sweep,
+    start,
+    stop,
+    task_runs,
+    wait_for,
 )
 
 SWEEP_S = 300  # seven child runs, each a fresh process (~5-10 s of imports) plus its work

@@ -15,10 +15,11 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mergeval.proctora.prompt import render_prompt
-from mergeval.zoo import build_zoo, tasks, write_items
-from mergeval.zoo.judge_data import PromptCodec, add_questions, load_template, near_miss, sample_rev_question
-from mergeval.zoo.items import criterion
-from mergeval.zoo.store import ensure
+from mergeval.zoo import build_zoo, write_items
+from mergeval.zoo import toy_tasks as tasks
+from mergeval.zoo.model_files import ensure
+from mergeval.zoo.toy_items import criterion
+from mergeval.zoo.toy_judge_data import PromptCodec, add_questions, load_template, near_miss, sample_rev_question
 from mergeval.zoo.training import generate
 from mergeval.zoo.vocab import ZOO_VOCAB, Codec
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import store
-from .hashing import content_hash
+from mergeval.core import store
+from mergeval.core.hashing import content_hash
 
 NESTED = ("checks", "judge_scores", "judge_replies")
 FIRST = ["run", "model", "model_id", "kind", "item_id", "item_hash", "skill", "weight", "score",

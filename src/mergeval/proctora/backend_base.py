@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..hashing import content_hash
+from mergeval.core.hashing import content_hash
 
 Messages = list[dict]
 

@@ -22,9 +22,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from .backend_base import Completion, JudgeUnavailable, Messages, call_seed, call_temperature, clean_token, normalise
-from .parse import parse_verdict
-from .settings import JudgeSettings
+from mergeval.proctora.backend_base import (
+    Completion,
+    JudgeUnavailable,
+    Messages,
+    call_seed,
+    call_temperature,
+    clean_token,
+    normalise,
+)
+from mergeval.proctora.parse import parse_verdict
+from mergeval.proctora.settings import JudgeSettings
 
 BACKOFF_BASE_S = 0.5  # 0.5, 1, 2, 4 ... seconds between tries
 BACKOFF_MAX_S = 30.0

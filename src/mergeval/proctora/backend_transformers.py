@@ -13,9 +13,17 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
-from .backend_base import Completion, JudgeUnavailable, Messages, call_seed, call_temperature, clean_token, normalise
-from .parse import parse_verdict
-from .settings import JudgeSettings
+from mergeval.proctora.backend_base import (
+    Completion,
+    JudgeUnavailable,
+    Messages,
+    call_seed,
+    call_temperature,
+    clean_token,
+    normalise,
+)
+from mergeval.proctora.parse import parse_verdict
+from mergeval.proctora.settings import JudgeSettings
 
 
 class TransformersBackend:

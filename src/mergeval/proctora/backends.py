@@ -6,9 +6,9 @@ A plain dictionary: to add a backend, write a class with check_alive / complete 
 
 from __future__ import annotations
 
-from .backend_base import Backend, Completion, JudgeUnavailable
-from .backend_openai import OpenAIBackend
-from .backend_transformers import TransformersBackend
+from mergeval.proctora.backend_base import Backend, Completion, JudgeUnavailable
+from mergeval.proctora.backend_openai import OpenAIBackend
+from mergeval.proctora.backend_transformers import TransformersBackend
 
 BACKENDS: dict[str, type] = {
     "transformers": TransformersBackend,  # in-process Hugging Face model (the embedded default)

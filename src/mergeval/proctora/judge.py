@@ -1,7 +1,7 @@
 """Proctora: grade rendered prompts with the judge in judge/proctora.yaml.
 
     settings = load_settings(workspace.judge_file, workspace)
-    with Judge(settings, workspace, cache_dir=workspace.state / "judge-calls") as judge:
+    with Judge(settings, workspace, cache_dir=workspace.judge_cache) as judge:
         judge.check_alive()                      # before any GPU time: JudgeUnavailable if not
         results = judge.grade([JudgeRequest(prompt) for prompt in prompts])
         print(judge.calls_executed, judge.calls_cached)
@@ -21,22 +21,31 @@ import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..hashing import content_hash
-from ..store import write_atomic
-from ..workspace import Workspace
-from .backend_base import Completion, JudgeUnavailable, Messages, weighted
-from .backends import BACKENDS
-from .parse import Verdict, parse_verdict
-from .settings import JudgeSettings
+from mergeval.core.hashing import content_hash
+from mergeval.core.store import write_atomic
+from mergeval.core.workspace import Workspace
+from mergeval.proctora.backend_base import Completion, JudgeUnavailable, Messages, weighted
+from mergeval.proctora.backends import BACKENDS
+from mergeval.proctora.parse import Verdict, parse_verdict
+from mergeval.proctora.prompt import render_prompt
+from mergeval.proctora.settings import JudgeSettings
 
 CACHE_FORMAT = 1  # bump when a cached call's shape changes
 
-__all__ = ["Judge", "JudgeRequest", "JudgeResult", "JudgeUnavailable"]
+__all__ = ["Judge", "JudgeRequest", "JudgeResult", "JudgeUnavailable", "render_request"]
 
 
 @dataclass(frozen=True)
 class JudgeRequest:
     prompt: str  # the user prompt, already rendered with proctora.prompt.render_prompt
+
+
+def render_request(settings: JudgeSettings, item, answer: str) -> JudgeRequest:
+    """The request the judge in `settings` gets for `answer` to `item`: the sweep, calibrate and
+    the rubric app all render here, so a calibrated judge sees exactly what a sweep shows it."""
+    return JudgeRequest(prompt=render_prompt(
+        settings.template_text, question=item.question, criterion=item.criterion, answer=answer,
+        reference=item.reference, score_descriptions=dict(item.score_descriptions), scale=tuple(settings.scale)))
 
 
 @dataclass(frozen=True)

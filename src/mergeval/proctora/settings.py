@@ -18,12 +18,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .. import models
-from ..errors import InputError, Problem, raise_if_any
-from ..hashing import content_hash, file_hash
-from ..inputfile import read_text_file
-from ..workspace import Workspace
-from ..yamlstrict import YamlDoc, load_yaml, unknown_key_problems
+from mergeval.core.errors import InputError, Problem, raise_if_any
+from mergeval.core.hashing import content_hash, file_hash
+from mergeval.core.workspace import Workspace
+from mergeval.inputs import model_dirs
+from mergeval.inputs.strict_yaml import YamlDoc, load_yaml, unknown_key_problems
+from mergeval.inputs.text_files import read_text_file
 
 DEFAULT_TEMPLATE = "prompt.txt"
 
@@ -104,9 +104,9 @@ class JudgeSettings(BaseModel):
         others = {  # tokenizer and chat template change the prompt the model sees
             p.name: file_hash(p)
             for p in sorted(folder.iterdir())
-            if p.is_file() and p.suffix not in models.WEIGHT_SUFFIXES and p.stat().st_size <= (16 << 20)
+            if p.is_file() and p.suffix not in model_dirs.WEIGHT_SUFFIXES and p.stat().st_size <= (16 << 20)
         }
-        return content_hash({"weights": models.fingerprint(folder), "files": others})
+        return content_hash({"weights": model_dirs.fingerprint(folder), "files": others})
 
     def call_fingerprint(self) -> str:
         """Hash of what decides one judge call's reply (the call cache key uses it)."""

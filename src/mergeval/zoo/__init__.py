@@ -15,11 +15,11 @@ from typing import Callable
 
 import torch
 
-from ..hashing import content_hash
-from . import judge as proctora
-from . import models
-from .items import write_items
-from .store import ensure
+from mergeval.core.hashing import content_hash
+from mergeval.zoo import toy_judge as proctora
+from mergeval.zoo import toy_models as models
+from mergeval.zoo.model_files import ensure
+from mergeval.zoo.toy_items import write_items
 
 __all__ = ["build_zoo", "write_items"]
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from . import tasks
-from .items import criterion
-from .merging import standard_merges
-from .store import load_model
-from .training import generate
-from .vocab import BOS, Codec, ZOO_VOCAB
+from mergeval.zoo import toy_tasks as tasks
+from mergeval.zoo.merging import standard_merges
+from mergeval.zoo.model_files import load_model
+from mergeval.zoo.toy_items import criterion
+from mergeval.zoo.training import generate
+from mergeval.zoo.vocab import BOS, ZOO_VOCAB, Codec
 
 
 def merges(zoo: Path) -> dict[str, dict]:
@@ -57,8 +57,8 @@ def quadratic_kappa(a: list[int], b: list[int], lo: int = 1, hi: int = 5) -> flo
 
 
 def judge_scores(judge_dir: Path, questions: list[str], expected: list[str], answers: list[str]) -> list[int | None]:
-    from ..proctora.prompt import render_prompt
-    from .judge import JUDGE_MAX_NEW_TOKENS
+    from mergeval.proctora.prompt import render_prompt
+    from mergeval.zoo.toy_judge import JUDGE_MAX_NEW_TOKENS
 
     template = (judge_dir / "prompt_template.txt").read_text(encoding="utf-8")
     from transformers import AutoTokenizer

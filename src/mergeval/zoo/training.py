@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from .vocab import Codec
+from mergeval.zoo.vocab import Codec
 
 IGNORE = -100
 

@@ -1,0 +1,1 @@
+"""Checking the judge and the suite: calibration, canaries, the rubric-check app."""

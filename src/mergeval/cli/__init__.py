@@ -1,0 +1,1 @@
+"""mergeval's command line: the group and one module per command family."""

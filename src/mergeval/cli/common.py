@@ -1,0 +1,97 @@
+"""What the sweep-starting commands share: their options and the check before any work.
+
+`mergeval sweep` and `mergeval schedule` take the same sweep options and validate the same way,
+so a bad recipe fails in seconds with exit status 2 before Prefect starts or a schedule exists.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mergeval.core.errors import InputError
+from mergeval.core.workspace import Workspace
+
+EXIT_BAD_INPUT = 2
+
+
+def workspace_of(ctx: click.Context) -> Workspace:
+    """The workspace the group found (or was given with --workspace)."""
+    return ctx.obj["workspace"]
+
+
+def fail_on_input(err: InputError) -> None:
+    for problem in err.problems:
+        click.echo(str(problem), err=True)
+    click.echo(f"{len(err.problems)} problem(s); nothing was run.", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def sweep_options(command):
+    """CONFIGS, --items, --judge, --keep, --batch-size, --max-new-tokens, --trust-remote-code."""
+    for option in reversed([
+        click.argument("configs", required=False, default="merge_configs/toy"),
+        click.option("--items", default="items/toy", show_default=True, help="Item suite folder."),
+        click.option("--judge", default="judge/proctora.yaml", show_default=True, help="Proctora settings."),
+        click.option("--keep", default="top-3", show_default=True,
+                     help="Merged weights kept on disk: all, none or top-K."),
+        click.option("--batch-size", default=32, show_default=True, help="Items answered per generate() call."),
+        click.option("--max-new-tokens", default=64, show_default=True, help="Longest answer, in tokens."),
+        click.option("--trust-remote-code", "trust_remote_code", multiple=True, metavar="MODEL",
+                     help="Let MODEL (as the ranking names it, or a source's path) run the Python in its "
+                     "folder; repeat per model. A merge needs its sources named too. Default: no model."),
+    ]):
+        command = option(command)
+    return command
+
+
+def sweep_request(ctx: click.Context, trust_remote_code=(), **options):
+    """The sweep request made of sweep_options' values (and the command's own, e.g. pool)."""
+    from mergeval.engine.request import SweepRequest
+
+    return SweepRequest.from_parameters(workspace=workspace_of(ctx).root, trust_remote_code=trust_remote_code,
+                                        **options)
+
+
+def check_sweep_inputs(request):
+    """Validate everything a sweep reads, before Prefect starts: bad input costs seconds.
+    Returns the sweep's plan."""
+    from mergeval.engine.request import parse_keep
+
+    try:
+        parse_keep(request.keep)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--keep")
+    try:
+        request.check()
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    try:
+        return request.plan()
+    except InputError as e:
+        fail_on_input(e)
+
+
+def check_judge(plan) -> None:
+    """A judge that is down stops the sweep here, in one line and before Prefect starts,
+    if anything is left to grade (exit status 1: the input is fine, the service is not)."""
+    from mergeval.engine import stages
+    from mergeval.proctora.backend_base import JudgeUnavailable
+
+    try:
+        stages.check_judge(plan)
+    except JudgeUnavailable as e:
+        click.echo(f"the judge is not available: {e}\nnothing was run.", err=True)
+        sys.exit(1)
+
+
+def summarize(run_dir: Path) -> None:
+    import pandas as pd
+
+    ranking = pd.read_csv(run_dir / "ranking.csv")
+    cols = [c for c in ("rank", "model", "score", "vs_best_parent", "n_unscored", "method") if c in ranking]
+    click.echo("\n" + ranking[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    click.echo(f"\nreport: {run_dir / 'report.md'}")
+    click.echo(f"        {run_dir / 'report.html'} (open in a browser)")

@@ -1,0 +1,112 @@
+"""The commands that make things: the toy zoo, a validation, builds, a sweep.
+
+    mergeval zoo                 # build the offline toy zoo (tiny real models) once
+    mergeval validate merge_configs/mine items/mine
+    mergeval build merge_configs/toy/ties_d08.yaml
+    mergeval sweep               # merge → answer → grade → rank the toy recipes
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mergeval.cli.common import (
+    check_judge,
+    check_sweep_inputs,
+    fail_on_input,
+    summarize,
+    sweep_options,
+    sweep_request,
+    workspace_of,
+)
+from mergeval.core.errors import InputError, SweepFailed
+from mergeval.orchestration.flows import load_flow, prefect_defaults
+
+
+@click.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Default: <workspace>/zoo")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quick", is_flag=True, help="A tiny training budget (for tests): real but weak models.")
+@click.option("--no-judge", is_flag=True, help="Skip training the toy Proctora.")
+@click.pass_context
+def zoo(ctx: click.Context, out: Path | None, seed: int, quick: bool, no_judge: bool) -> None:
+    """Train the toy zoo on the CPU: base, spec_add, spec_rev and the toy Proctora."""
+    from mergeval.zoo import build_zoo
+
+    ws = workspace_of(ctx)
+    template = (ws.judge_dir / "prompt.txt")
+    paths = build_zoo(out or ws.zoo, seed=seed, quick=quick, judge=not no_judge,
+                      template=template.read_text(encoding="utf-8") if template.exists() else None,
+                      log=click.echo)
+    for name, path in paths.items():
+        click.echo(f"{name}: {path}")
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.pass_context
+def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
+    """Check recipes and items without merging anything (exit status 2 on any problem)."""
+    from mergeval.inputs.validate import validate_paths
+
+    ws = workspace_of(ctx)
+    targets = [ws.resolve(p) for p in paths] or [ws.configs, ws.items]
+    problems = validate_paths(targets, ws)
+    if problems:
+        fail_on_input(InputError(problems))
+    click.echo(f"ok: {', '.join(str(t) for t in targets)}")
+
+
+@click.command("build")
+@click.argument("recipes", nargs=-1, type=click.Path(path_type=Path))
+@click.pass_context
+def build_cmd(ctx: click.Context, recipes: tuple[Path, ...]) -> None:
+    """Build merges (default: merge_configs/toy) without answering or grading."""
+    from mergeval.engine.build import BuildError, build
+    from mergeval.inputs.recipes import load_recipes
+
+    ws = workspace_of(ctx)
+    try:
+        loaded = load_recipes([ws.resolve(p) for p in recipes] or [ws.configs / "toy"], ws)
+    except InputError as e:
+        fail_on_input(e)
+    failed = 0
+    for recipe in loaded:
+        try:
+            built = build(recipe, ws)
+        except BuildError as e:
+            failed += 1
+            click.echo(f"FAILED {recipe.name}: {e}", err=True)
+            continue
+        state = "cached" if built.cached else f"built in {built.seconds:.1f}s"
+        click.echo(f"{recipe.name}: {state} → {built.path}")
+    sys.exit(1 if failed else 0)
+
+
+@click.command()
+@sweep_options
+@click.option("--pool", default=None, help="A Prefect work pool: one child flow run per model, taken by "
+              "`mergeval worker` processes (needs a server: PREFECT_API_URL).")
+@click.option("--sequential", is_flag=True, help="Do not build the next merge while a model is answered.")
+@click.pass_context
+def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> None:
+    """Merge every recipe in CONFIGS, answer and grade every item, rank, write the report."""
+    from mergeval.orchestration.early_server import prefect_server_starting
+
+    request = sweep_request(ctx, pool=pool, overlap=not sequential, **options)
+    prefect_defaults(request.ws)
+    with prefect_server_starting():  # on the other core, while the inputs are checked
+        check_judge(check_sweep_inputs(request))
+        flow = load_flow(request.ws)
+    outcome = flow(**request.parameters(), return_state=True).result(raise_on_failure=False)
+    if isinstance(outcome, SweepFailed):
+        summarize(Path(outcome.run_dir))
+        click.echo(f"\n{outcome}", err=True)
+        sys.exit(1)
+    if isinstance(outcome, BaseException):
+        click.echo(f"sweep failed: {outcome}", err=True)
+        sys.exit(1)
+    summarize(Path(outcome))

@@ -1,0 +1,1 @@
+"""The sweep without Prefect: plan, build, answer, grade, regrade, as plain functions."""

@@ -1,0 +1,209 @@
+"""The build stage: one recipe → one merged model directory, named by what produced it.
+
+    from mergeval.engine.build import build
+    built = build(recipe, workspace)      # BuiltModel(path=..., key=..., cached=False)
+
+Each merge runs in its own subprocess (mergeval.engine.merge_worker). The output appears under a
+temporary name, is renamed into place, and gets its completion marker last, so a merge
+killed at any point leaves nothing that counts as built.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import yaml
+
+from mergeval.core import store
+from mergeval.core.hashing import content_hash
+from mergeval.core.workspace import Workspace
+from mergeval.inputs import model_dirs
+from mergeval.inputs.recipes import Recipe
+
+DEFAULT_SEED = 0  # every merge gets a seed, so stochastic methods rebuild bit-identical
+
+
+class BuildError(RuntimeError):
+    """A merge that could not be built; the message names the recipe and says why."""
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    name: str
+    key: str
+    path: Path
+    cached: bool
+    seconds: float
+    repaired: str | None = None  # rebuilt because the cached merge was damaged: what was wrong
+
+
+def _with_fingerprints(node, fingerprints: dict[str, str]):
+    """The recipe with each source path replaced by its content fingerprint."""
+    if isinstance(node, dict):
+        return {k: _with_fingerprints(v, fingerprints) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_with_fingerprints(v, fingerprints) for v in node]
+    if isinstance(node, str) and node in fingerprints:
+        return "model:" + fingerprints[node]
+    return node
+
+
+def build_key(recipe: Recipe, fingerprints: dict[str, str] | None = None) -> str:
+    """Hash of the normalized recipe, its sources' content, mergekit's version and the seed.
+
+    Paths do not enter the key, so a moved workspace or a renamed recipe file still hits.
+    """
+    if fingerprints is None:
+        fingerprints = {str(p): model_dirs.fingerprint(p) for p in recipe.sources}
+    return content_hash(
+        {
+            "recipe": _with_fingerprints(recipe.config, fingerprints),
+            "mergekit": version("mergekit"),
+            "seed": seed_of(recipe),
+        }
+    )
+
+
+def seed_of(recipe: Recipe) -> int:
+    return DEFAULT_SEED if recipe.random_seed is None else recipe.random_seed
+
+
+def output_dir(workspace: Workspace, recipe: Recipe, key: str) -> Path:
+    return workspace.state / "models" / f"{recipe.name}-{key[:16]}"
+
+
+def estimate_bytes(recipe: Recipe) -> int:
+    """Room a merge needs: the largest source, scaled by output layers for franken-merges."""
+    largest = max(model_dirs.weights_size(p) for p in recipe.sources)
+    slices = recipe.config.get("slices") or []
+    if slices:
+        out_layers = sum(
+            s["sources"][0]["layer_range"][1] - s["sources"][0]["layer_range"][0] for s in slices
+        )
+        src_layers = model_dirs.num_layers(recipe.sources[0]) or out_layers
+        largest = largest * max(1.0, out_layers / src_layers)
+    return int(largest * 1.1) + (1 << 20)
+
+
+def _clear_stale_temps(parent: Path, stem: str) -> None:
+    """Remove what a killed build left (`.tmp-<stem>-<pid>` and its config file)."""
+    for tmp in parent.glob(f".tmp-{stem}-*"):
+        pid = tmp.name.rsplit("-", 1)[-1].split(".")[0]
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue  # another build of the same recipe is running right now
+        if tmp.is_dir():
+            store.remove_tree(tmp)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def build(
+    recipe: Recipe, workspace: Workspace, *, device: str = "cpu", key: str | None = None,
+    trust_remote_code: bool = False,  # mergekit may run the sources' own code: only when the user named them
+) -> BuiltModel:
+    key = key or build_key(recipe)
+    final = output_dir(workspace, recipe, key)
+    damaged = None
+    if (final / store.MARKER).is_file():
+        # a cached merge is about to be loaded for answering: worth one read to trust its bytes
+        damaged = store.damage(final)
+        if damaged is None:
+            return BuiltModel(recipe.name, key, final, cached=True, seconds=0.0)
+        WORKER_LOG.warning(f"{recipe.name}: the built merge in {final} is damaged ({damaged}): rebuilding")
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    need, free = estimate_bytes(recipe), model_dirs.free_bytes(final.parent)
+    if need > free:
+        raise BuildError(
+            f"{recipe.path}: not enough disk for the merge under {final.parent}: "
+            f"needs about {need / 2**30:.2f} GiB, {free / 2**30:.2f} GiB free"
+        )
+    _clear_stale_temps(final.parent, final.name)
+    store.remove_tree(final)  # renamed into place but killed before its marker: not built
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    config_file = tmp.parent / f".tmp-{final.name}-{os.getpid()}.yaml"
+    started = time.perf_counter()
+    try:
+        _merge_into(recipe, tmp, config_file, device, trust_remote_code)
+        store.write_atomic(tmp / "mergeval_recipe.yaml", recipe.text)
+        os.replace(tmp, final)
+        seconds = time.perf_counter() - started
+        store.mark_complete(final, {"recipe": recipe.name, "key": key, "seconds": round(seconds, 3)})
+    except BaseException as e:  # a failed or interrupted build leaves nothing behind
+        store.remove_tree(tmp)
+        config_file.unlink(missing_ok=True)
+        if not store.is_complete(final):
+            store.remove_tree(final)
+        if store.is_disk_full(e):
+            raise _disk_full(recipe, final, need) from e
+        raise
+    return BuiltModel(recipe.name, key, final, cached=False, seconds=seconds, repaired=damaged)
+
+
+def _merge_into(recipe: Recipe, tmp: Path, config_file: Path, device: str, trust_remote_code: bool = False) -> None:
+    """Run mergekit in its own process, writing the merge into `tmp`."""
+    store.remove_tree(tmp)
+    tmp.mkdir()
+    store.write_atomic(config_file, yaml.safe_dump(recipe.config, sort_keys=False))
+    cmd = [sys.executable, "-m", "mergeval.engine.merge_worker", str(config_file), str(tmp),
+           "--seed", str(seed_of(recipe)), "--device", device] + (["--trust-remote-code"] if trust_remote_code else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    relay_worker_log(proc.stderr)
+    config_file.unlink(missing_ok=True)
+    if proc.returncode != 0 and _says_disk_full(proc.stderr):
+        raise OSError(errno.ENOSPC, _last_error(proc.stderr))
+    if proc.returncode != 0 or not (tmp / "config.json").exists():
+        raise BuildError(f"{recipe.path}: mergekit failed: {_last_error(proc.stderr)}")
+
+
+# How a full disk reads in the worker's stderr: Python's OSError, or the Rust I/O error of
+# safetensors' writer (which is not an OSError, so only its text tells).
+DISK_FULL_SIGNS = ("No space left on device", "[Errno 28]", "os error 28", "StorageFull",
+                   "Disk quota exceeded", "[Errno 122]", "os error 122")
+
+
+def _says_disk_full(stderr: str) -> bool:
+    return any(sign in stderr for sign in DISK_FULL_SIGNS)
+
+
+def _disk_full(recipe: Recipe, final: Path, need: int) -> BuildError:
+    free = model_dirs.free_bytes(final.parent)  # measured after the partial merge was removed
+    return BuildError(
+        f"{recipe.path}: disk full while building {recipe.name} under {final.parent}: needs about "
+        f"{store.human_bytes(need)}, {store.human_bytes(free)} free now; nothing of it was kept: "
+        "free some space and run the same command again"
+    )
+
+
+# The merge runs in its own process, so its log reaches Prefect's UI only if we pass it on:
+# "mergekit" is one of PREFECT_LOGGING_EXTRA_LOGGERS, and this logger is its child.
+WORKER_LOG = logging.getLogger("mergekit.worker")
+
+
+def relay_worker_log(stderr: str) -> None:
+    """mergekit's output, minus the progress-bar redraws, at INFO."""
+    for line in stderr.splitlines():
+        if line.strip() and "\r" not in line and "it/s]" not in line:
+            WORKER_LOG.info(line.rstrip())
+
+
+def _last_error(stderr: str) -> str:
+    """mergekit's own message: the last non-empty line of its traceback."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output (killed?)"

@@ -1,0 +1,145 @@
+"""The grade stage: deterministic checks and Proctora for every answer of one model.
+
+How an item's score (0..1) is made, in one place:
+- checks: the fraction of the item's checks that pass;
+- judge: Proctora's score (mean of its samples) mapped from its scale onto 0..1;
+- the item's score is the mean of the parts the item has (checks, judge or both).
+If the judge fails on an item that has a criterion, the item is *unscored* (with the reason,
+prompt and raw replies kept): a judge failure is never a zero, and dropping the judge part
+silently would grade that item on a different scale than the others.
+
+Grades are appended per model to a JSON-lines file keyed by the hash of the answer, the
+item's criterion and checks, and the judge's fingerprint (settings + template), so changing
+the judge re-grades without re-answering, and a killed stage resumes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+from mergeval.core import store
+from mergeval.core.hashing import content_hash
+from mergeval.inputs.answer_checks import run_checks
+from mergeval.inputs.items import Item
+
+GRADE_CHUNK = 16  # judge requests per batch; each batch's grades are saved before the next
+
+
+class JudgeLike(Protocol):
+    def grade(self, requests: list) -> list: ...
+
+
+@dataclass(frozen=True)
+class GradeStage:
+    grades: dict[str, dict]  # item id → grade record
+    computed: int
+    reused: int
+    seconds: float
+    repaired: int = 0  # saved grades found damaged on disk (checksum), dropped and graded again
+
+
+def grade_key(answer: str, item: Item, judge_fingerprint: str) -> str:
+    return content_hash({"answer": answer, "item": item.criterion_hash, "judge": judge_fingerprint})
+
+
+def grades_file(state: Path, model_id: str, judge_fingerprint: str) -> Path:
+    return state / "grades" / model_id / f"{judge_fingerprint[:16]}.jsonl"
+
+
+def pending(path: Path, items: list[Item], answers: dict[str, dict], judge_fingerprint: str) -> list[Item]:
+    saved = {r["grade_key"] for r in store.read_jsonl(path)}
+    return [it for it in items if grade_key(answers[it.id]["answer"], it, judge_fingerprint) not in saved]
+
+
+def normalize(score: float, scale: tuple[int, int]) -> float:
+    low, high = scale
+    return (score - low) / (high - low)
+
+
+def combine(item: Item, checks: list, judge_result, scale: tuple[int, int]) -> tuple[float | None, str | None]:
+    parts = []
+    if checks:
+        parts.append(sum(c.passed for c in checks) / len(checks))
+    if item.criterion is not None:
+        if judge_result is None or judge_result.score is None:
+            reason = judge_result.unscored_reason if judge_result else "no judge configured"
+            return None, f"judge: {reason}"
+        parts.append(normalize(judge_result.score, scale))
+    return sum(parts) / len(parts), None
+
+
+def grade_record(item: Item, answer: dict, key: str, checks: list, result, scale) -> dict:
+    score, reason = combine(item, checks, result, scale)
+    record = {
+        "grade_key": key,
+        "item_id": item.id,
+        "item_hash": item.hash,
+        "skill": item.skill,
+        "weight": item.weight,
+        "answer": answer["answer"],
+        "checks": [{"name": c.name, "arg": c.arg, "passed": c.passed} for c in checks],
+        "score": score,
+        "unscored_reason": reason,
+        "judge_score": None,
+        "judge_scores": [],
+        "judge_spread": None,
+        "judge_weighted": None,
+        "unstable": False,
+        "judge_prompt": None,
+        "judge_replies": [],
+    }
+    if result is not None:
+        record.update(
+            judge_score=result.score,
+            judge_scores=list(result.scores),
+            judge_spread=result.spread,
+            judge_weighted=result.weighted_score,
+            unstable=result.unstable,
+            judge_prompt=result.prompt,
+            judge_replies=list(result.replies),
+        )
+    return record
+
+
+def grade_answers(
+    items: list[Item],
+    answers: dict[str, dict],
+    path: Path,
+    *,
+    judge_fingerprint: str,
+    scale: tuple[int, int],
+    open_judge: Callable[[], "JudgeLike"] | None,
+    render: Callable[[Item, str], object],
+    log=lambda msg: None,
+) -> GradeStage:
+    """Grade what is not graded yet. `open_judge` is called at most once, only if needed."""
+    started = time.perf_counter()
+    repaired = len(store.repair_jsonl(path))  # damaged records out, so their items are graded again
+    todo = pending(path, items, answers, judge_fingerprint)
+    needs_judge = [it for it in todo if it.criterion is not None]
+    judge = open_judge() if (needs_judge and open_judge) else None
+    try:
+        for start in range(0, len(todo), GRADE_CHUNK):
+            chunk = todo[start : start + GRADE_CHUNK]
+            judged = [it for it in chunk if it.criterion is not None]
+            results = {}
+            if judge is not None and judged:
+                requests = [render(it, answers[it.id]["answer"]) for it in judged]
+                results = dict(zip((it.id for it in judged), judge.grade(requests)))
+            records = []
+            for it in chunk:
+                text = answers[it.id]["answer"]
+                checks = run_checks(it, text)
+                key = grade_key(text, it, judge_fingerprint)
+                records.append(grade_record(it, answers[it.id], key, checks, results.get(it.id), scale))
+            store.append_jsonl(path, records, sealed=True)
+            log(f"graded {min(start + GRADE_CHUNK, len(todo))}/{len(todo)}")
+    finally:
+        if judge is not None and hasattr(judge, "close"):
+            judge.close()
+    by_key = {r["grade_key"]: r for r in store.read_jsonl(path)}
+    grades = {it.id: by_key[grade_key(answers[it.id]["answer"], it, judge_fingerprint)] for it in items}
+    return GradeStage(grades, len(todo), len(items) - len(todo), time.perf_counter() - started, repaired)

@@ -1,0 +1,97 @@
+"""One sweep request: everything a sweep is asked to do, as one frozen record.
+
+    request = SweepRequest.from_parameters(workspace="/data/ws", configs="merge_configs/mine")
+    request.check()                   # a bad --keep or backend fails before any work
+    plan = request.plan()             # every input read and validated (InputError if not)
+    flow(**request.parameters())      # the same request as Prefect parameters (flat, for the UI)
+
+The CLI builds it from its options, the flows from their parameters (Prefect shows flat
+parameters as a form, so the flows keep them flat and turn them into a request first thing),
+regrade from a finished run's settings record. run.json's settings are made from it here,
+in `settings_record`, and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from mergeval.answering import backends
+from mergeval.answering.settings import GenerationSettings
+from mergeval.core.workspace import Workspace
+from mergeval.engine.plan import SweepPlan, plan_sweep
+
+GENERATION_PARAMETERS = ("batch_size", "max_new_tokens", "backend", "endpoint")  # the flows' flat names
+
+
+def parse_keep(keep: str) -> int | None:
+    """'all' → None (keep every merge), 'none' → 0, 'top-K' → K."""
+    if keep == "all":
+        return None
+    if keep == "none":
+        return 0
+    if keep.startswith("top-") and keep[4:].isdigit():
+        return int(keep[4:])
+    raise ValueError(f"--keep must be all, none or top-K, not {keep!r}")
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    workspace: Path
+    configs: str = "merge_configs/toy"  # as the user wrote them: relative to the workspace
+    items: str = "items/toy"
+    judge: str = "judge/proctora.yaml"
+    keep: str = "top-3"  # merged weights kept on disk: all, none or top-K
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    pool: str | None = None  # a work pool: one child flow run per model, taken by its workers
+    overlap: bool = True  # in one process: build the next merge while this model is answered
+    trust_remote_code: tuple[str, ...] = ()  # models whose folder's Python may run (remote_code.py)
+
+    @classmethod
+    def from_parameters(cls, workspace: str | Path | None = None, trust_remote_code=(), **params) -> SweepRequest:
+        """From the flat parameters of a flow, a deployment or the CLI (GENERATION_PARAMETERS
+        go into `generation`); no workspace: the nearest one upward from here."""
+        gen = {k: params.pop(k) for k in GENERATION_PARAMETERS if k in params and params[k] is not None}
+        root = Path(workspace).resolve() if workspace else Workspace.find().root
+        return cls(root, generation=GenerationSettings(**gen), trust_remote_code=tuple(trust_remote_code or ()),
+                   **{k: v for k, v in params.items() if v is not None})
+
+    @classmethod
+    def from_record(cls, workspace: Path, settings: dict) -> SweepRequest:
+        """The request behind a finished run, from its run.json settings."""
+        return cls(Path(workspace), settings["configs"], settings["items"], settings["judge"], settings["keep"],
+                   GenerationSettings(**settings["generation"]),
+                   trust_remote_code=tuple(settings.get("trust_remote_code", ())))
+
+    def parameters(self) -> dict:
+        """Flat and JSON-able: the flows' parameters."""
+        flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "generation"}
+        flat.update(workspace=str(self.workspace), trust_remote_code=list(self.trust_remote_code),
+                    **{k: getattr(self.generation, k) for k in GENERATION_PARAMETERS})
+        return flat
+
+    def with_judge(self, judge: str) -> SweepRequest:
+        return replace(self, judge=judge)
+
+    @property
+    def ws(self) -> Workspace:
+        return Workspace(self.workspace)
+
+    def check(self) -> None:
+        """Raise ValueError saying what to fix: the settings that need no file read."""
+        parse_keep(self.keep)
+        backends.check(self.generation)  # e.g. vllm without a GPU
+
+    def plan(self) -> SweepPlan:
+        ws = self.ws
+        return plan_sweep(ws, ws.resolve(self.configs), ws.resolve(self.items), ws.resolve(self.judge),
+                          self.generation, trust_remote_code=self.trust_remote_code)
+
+    def settings_record(self, plan: SweepPlan) -> dict:
+        """run.json's settings: what a later regrade needs to find the same answers."""
+        record = {"configs": self.configs, "items": self.items, "judge": self.judge, "keep": self.keep,
+                  "generation": asdict(self.generation),
+                  "judge_settings": plan.judge.model_dump(exclude={"template_text", "trust_remote_code"})}
+        if self.trust_remote_code:  # recorded only when used: regrade needs it to find the same models
+            record["trust_remote_code"] = sorted(self.trust_remote_code)
+        return record

@@ -1,0 +1,87 @@
+"""`mergeval validate [PATHS]`: every problem in recipes and items, before any GPU time.
+
+    validate_paths([Path("merge_configs/toy"), Path("items/toy")], Workspace.find())
+
+A path may be a recipe (*.yaml, *.yml), an item (*.txt, *.md), a folder of either, the
+`items/` folder (each sub-folder a suite) or a workspace (its merge_configs/ and items/).
+A folder is a folder of items when it is, or is inside, a folder named `items`, or when it
+holds item files and no recipes. Nothing stops at the first problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mergeval.core.errors import Problem
+from mergeval.core.workspace import Workspace
+from mergeval.inputs.items import ITEM_SUFFIXES, item_files, read_item, read_items
+from mergeval.inputs.recipes import RECIPE_SUFFIXES, read_recipes
+
+
+def validate_paths(paths: list[Path], workspace: Workspace) -> list[Problem]:
+    problems: list[Problem] = []
+    for path in paths:
+        problems += _validate(Path(path), workspace)
+    return problems
+
+
+def _validate(path: Path, ws: Workspace) -> list[Problem]:
+    if not path.exists():
+        return [Problem(path, None, "no such file or folder")]
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in RECIPE_SUFFIXES:
+            return read_recipes([path], ws)[1]
+        if suffix in ITEM_SUFFIXES:
+            return read_item(path, _suite_root(path))[1]
+        return [Problem(path, None, "not a recipe (*.yaml, *.yml) or an item (*.txt, *.md)")]
+
+    if (path / "merge_configs").is_dir() or (path / "items").is_dir():  # a workspace
+        subs = [path / "merge_configs", path / "items"]
+        return [p for sub in subs if sub.is_dir() for p in _validate(sub, ws)]
+    if _under_items(path, ws) or (not _recipe_dirs(path) and item_files(path)):
+        return _validate_items(path)
+    dirs = _recipe_dirs(path)
+    if not dirs:
+        return [Problem(path, None, "no recipes (*.yaml, *.yml) or items (*.txt, *.md) in this folder")]
+    # Recipes are named by file stem, so stems must differ within a folder (not across).
+    return [p for d in dirs for p in read_recipes([d], ws)[1]]
+
+
+def _validate_items(path: Path) -> list[Problem]:
+    if path.name == "items":
+        problems = [
+            Problem(f, None, "an item file belongs in a suite folder: items/<suite>/...")
+            for f in sorted(path.iterdir())
+            if f.is_file() and f.suffix.lower() in ITEM_SUFFIXES and f.name.lower() != "readme.md"
+        ]
+        suites = [d for d in sorted(path.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+        return problems + [p for d in suites for p in read_items(d)[1]]
+    root = _suite_root(path / "x")
+    if root == path:
+        return read_items(path)[1]
+    files = item_files(path)
+    if not files:
+        return [Problem(path, None, "no item files (*.txt, *.md) in this folder")]
+    return [p for f in files for p in read_item(f, root)[1]]
+
+
+def _under_items(path: Path, ws: Workspace) -> bool:
+    """Is this folder `items/` or inside it? Only folders below the workspace root count."""
+    p, root = path.resolve(), ws.root.resolve()
+    return "items" in (p.relative_to(root).parts if p.is_relative_to(root) else p.parts)
+
+
+def _suite_root(file: Path) -> Path:
+    """items/<suite>/... -> items/<suite>; a file elsewhere is its own folder's suite."""
+    for folder in file.parents:
+        if folder.parent.name == "items":
+            return folder
+    return file.parent
+
+
+def _recipe_dirs(path: Path) -> list[Path]:
+    """The folder and its sub-folders that hold recipe files, in sorted order."""
+    found = {p.parent for suffix in RECIPE_SUFFIXES for p in path.rglob(f"*{suffix}")
+             if not any(part.startswith(".") for part in p.relative_to(path).parts)}
+    return sorted(found)

@@ -1,0 +1,1 @@
+"""Everything that imports Prefect: deployments, the early server, UI artifacts, sealed results."""

@@ -1,0 +1,160 @@
+"""Prefect deployments and work pools for sweeps that span several GPU boxes.
+
+    mergeval worker --pool gpus             # on each box: one model at a time per worker
+    sweep(..., pool="gpus")                 # the parent: one child flow run per model
+
+The child is flows/recipe.py's `recipe` flow, deployed as `mergeval-recipe/<pool>` from the
+folder that holds it (a path every box sees, like the workspace: a shared filesystem). A
+child that crashes (its worker was stopped, or the automation below marked it Crashed after
+its heartbeats stopped) is put back in the queue the way the UI's Retry button does it: same
+flow run, any worker takes it, cached stages come back Cached and per-item stores resume.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+RECIPE_FLOW = "mergeval-recipe"
+POLL_S = 1.0  # how often the parent looks at its children; a child runs for minutes
+CRASH_RETRIES = 2  # a child put back after a crash at most this often, then it counts as failed
+CHILD_TAG = "mergeval-recipe"  # on every child run: what the zombie automation watches
+HEARTBEAT_S = 30  # workers' flow runs beat this often (Prefect's minimum)...
+ZOMBIE_AFTER_S = 90  # ...and one silent this long is marked Crashed by the automation
+
+
+def sibling(file: str, name: str):
+    """flows/<name>.py next to `file`, imported once per process (flows/ is not a package:
+    `flows` is a PyPI name, so it is never an import name)."""
+    module_name = f"mergeval_flows_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, Path(file).resolve().with_name(f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
+
+def ensure_pool(pool: str) -> None:
+    """A process work pool named `pool` (created if missing; an existing one is left alone)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.workers.process import ProcessWorker
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(
+                name=pool, type="process", base_job_template=ProcessWorker.get_default_base_job_template()))
+        except ObjectAlreadyExists:
+            pass
+
+
+def ensure_zombie_automation() -> None:
+    """Prefect's documented cure for a box that dies mid-run: a child run whose heartbeats stop
+    is marked Crashed (docs: v3/advanced/detect-zombie-flows). Needs a Prefect server."""
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    name = "mergeval: crash silent flow runs"
+    try:
+        Automation.read(name=name)
+        return
+    except ValueError:
+        pass
+    Automation(
+        name=name,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            # only the children: other runs beat every 180 s (Prefect's default) or not at all
+            match_related=ResourceSpecification({"prefect.resource.role": "tag",
+                                                 "prefect.resource.id": f"prefect.tag.{CHILD_TAG}"}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=ZOMBIE_AFTER_S),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=f"no heartbeat for {ZOMBIE_AFTER_S} s: "
+                                    "its worker or box stopped")],
+    ).create()
+
+
+def ensure_recipe_deployment(pool: str) -> str:
+    """Create or update the child deployment for `pool`; returns its 'flow/deployment' name."""
+    from prefect import flow
+
+    ensure_pool(pool)
+    child = flow.from_source(source=str(_flows_dir()), entrypoint="recipe.py:recipe")
+    child.deploy(name=pool, work_pool_name=pool, print_next_steps=False, ignore_warnings=True)
+    return f"{RECIPE_FLOW}/{pool}"
+
+
+def _flows_dir() -> Path:
+    """The folder of the recipe flow this process uses (the workspace's flows/ or the repo's)."""
+    module = sys.modules.get("mergeval_flows_recipe")
+    if module is not None:
+        return Path(module.__file__).parent
+    return Path(__file__).resolve().parents[2] / "flows"
+
+
+def summary_path(workspace: str | Path, run_id) -> Path:
+    """Where a child run leaves its stage counts for the parent: on the shared workspace, not
+    in a result store (workers serve any workspace, so they have no result storage of theirs)."""
+    return Path(workspace) / ".mergeval" / "child-runs" / f"{run_id}.json"
+
+
+def child_summary(workspace: str, run_id) -> dict | None:
+    path = summary_path(workspace, run_id)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_children(plan, request, stats: dict, log=print):
+    """Start one child flow run per model on the request's pool; yield (model, failure or None)
+    in plan order as each ends, adding the child's stage counts to `stats`."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL
+    from prefect.states import State, StateType
+
+    pool, params = request.pool, request.parameters()
+    if not PREFECT_API_URL.value():  # workers cannot reach a sweep's temporary, in-process server
+        raise RuntimeError(f"work pool {pool!r} needs a Prefect server: run `mergeval server` and set "
+                           "PREFECT_API_URL for the sweep and for every `mergeval worker`")
+    name = ensure_recipe_deployment(pool)
+    runs = [(cand, run_deployment(name, parameters={"model": cand.name, "request": params}, timeout=0,
+                                  flow_run_name=f"recipe {cand.name}", tags=[CHILD_TAG]))
+            for cand in plan.candidates]
+    log(f"{len(runs)} models queued on work pool {pool!r}: start `mergeval worker --pool {pool}` on each box")
+    with get_client(sync_client=True) as client:
+        for cand, run in runs:
+            crashes = 0
+            while True:
+                run = client.read_flow_run(run.id)
+                if run.state.is_crashed() and crashes < CRASH_RETRIES:
+                    crashes += 1
+                    log(f"recipe {cand.name} crashed ({run.state.message}); putting it back in the queue")
+                    # what the UI's Retry does (force: a Crashed run is final and may be stale)
+                    client.set_flow_run_state(run.id, State(type=StateType.SCHEDULED, name="AwaitingRetry",
+                                                            message="mergeval: retry after a crash"), force=True)
+                elif run.state.is_final():
+                    break
+                time.sleep(POLL_S)
+            ended = run.state.is_completed() or run.state.is_failed()  # a crashed child wrote nothing
+            summary = child_summary(request.workspace, run.id) if ended else None
+            for stage, counts in (summary or {}).get("stats", {}).items():
+                for k, v in counts.items():
+                    stats[stage][k] += v
+            failure = (summary or {}).get("failure")
+            if failure is None and not run.state.is_completed():
+                failure = {"model": cand.name, "stage": "recipe", "error": f"{run.state.name}: {run.state.message}"}
+            yield cand, failure

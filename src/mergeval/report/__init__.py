@@ -1,0 +1,1 @@
+"""Writing one run folder: ranking, statistics, report.md, report.html, model cards."""

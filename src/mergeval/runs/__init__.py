@@ -1,0 +1,1 @@
+"""Reading many run folders: find a run, leaderboards across runs."""
