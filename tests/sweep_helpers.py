@@ -15,7 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # Three merges keep the suite quick; together they cover ties, task arithmetic and a franken-merge.
 RECIPES = ("ties_d08.yaml", "task_arithmetic_w10.yaml", "passthrough_add02_rev24.yaml")
-SWEEP_ARGS = ("--keep", "all", "--batch-size", "4")  # small batches: a kill lands mid-stage
+SWEEP_ARGS = ("--batch-size", "4")  # small batches: a kill lands mid-stage
 
 
 def make_toy_world(root: Path) -> Path:
@@ -56,12 +56,15 @@ def sweep_env(ws: Path) -> dict:
     return env
 
 
-def sweep_cmd(ws: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "mergeval.cli.main", "--workspace", str(ws), "sweep", *SWEEP_ARGS, *args]
+def sweep_cmd(ws: Path, *args: str, keep: str | None = "all") -> list[str]:
+    """`mergeval sweep` on `ws`; keep=None leaves --keep out, as a user does (top-3)."""
+    keeping = ("--keep", keep) if keep else ()
+    return [sys.executable, "-m", "mergeval.cli.main", "--workspace", str(ws), "sweep", *SWEEP_ARGS, *keeping, *args]
 
 
-def run_sweep(ws: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(sweep_cmd(ws, *args), env=sweep_env(ws), capture_output=True, text=True, timeout=600)
+def run_sweep(ws: Path, *args: str, check: bool = True, keep: str | None = "all") -> subprocess.CompletedProcess:
+    proc = subprocess.run(sweep_cmd(ws, *args, keep=keep), env=sweep_env(ws), capture_output=True, text=True,
+                          timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"sweep failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc

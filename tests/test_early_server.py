@@ -51,3 +51,10 @@ def test_a_sweep_runs_on_the_early_server_and_stops_it(tmp_path):
     assert "View at" not in proc.stderr  # that server serves no UI: no links to nowhere
     assert "Finished in state Completed()" in proc.stderr
     assert group_is_empty(pgid), "the sweep's server outlived it"
+    # The same command again finds every answer and grade saved: it ranks without starting
+    # Prefect's temporary server (nobody could watch it), and says what it found.
+    again, pgid = run_in_own_group(ws)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    assert "Finished in state" not in again.stderr  # no flow run: nothing to show in a UI
+    assert "already saved" in again.stdout and "report: " in again.stdout
+    assert group_is_empty(pgid)

@@ -154,3 +154,43 @@ def test_shared_files_never_hold_the_items_or_their_canary(world, baseline, tmp_
         assert not [n for n in needles if n in text], shared
     # the needles are right: the private page does show the items
     assert all(it.question in (run_dir / "report.html").read_text() for it in items[:5])
+
+
+def test_the_default_keep_prunes_and_an_edited_item_rebuilds_only_the_pruned_merge(world, tmp_path):
+    """What users run: no --keep, so the top 3 merges keep their weights. A fourth merge is
+    pruned; an edited item later needs it again, so it alone is rebuilt, and the log, run.json
+    and report.md say how many merges were rebuilt and why."""
+    import shutil
+
+    from tests.sweep_helpers import REPO, shrink_world
+
+    ws = copy_world(world, tmp_path / "ws", with_state=False)
+    shutil.copy(REPO / "merge_configs" / "toy" / "linear_half.yaml", ws / "merge_configs" / "toy")
+    recipes = ("ties_d08.yaml", "task_arithmetic_w10.yaml", "passthrough_add02_rev24.yaml", "linear_half.yaml")
+    shrink_world(ws, recipes, items_per_skill=10)
+    merges = {r.removesuffix(".yaml") for r in recipes}
+
+    def on_disk() -> set[str]:
+        models = ws / ".mergeval" / "models"
+        return {p.name.rsplit("-", 1)[0] for p in models.glob("[!.]*") if (p / "config.json").exists()}
+
+    first = run_dir_of(run_sweep(ws, keep=None))
+    run = run_json(first)
+    assert run["settings"]["keep"] == "top-3"
+    assert stage(run, "build")["executed"] == 4
+    ranked = [r for r in (first / "ranking.csv").read_text().splitlines()[1:] if r.split(",")[0] in merges]
+    pruned = ranked[-1].split(",")[0]  # the lowest-ranked merge
+    assert on_disk() == merges - {pruned}
+    assert stage(run, "build")["rebuilt"] == 0
+
+    item = ws / "items" / "toy" / "add" / "add_000.txt"
+    item.write_text(item.read_text().replace("what is", "what is the sum"))
+    proc = run_sweep(ws, keep=None)
+    run = run_json(run_dir_of(proc))
+    assert stage(run, "build")["executed"] == 1 and stage(run, "build")["rebuilt"] == 1
+    assert stage(run, "answer")["items_executed"] == 3 + 4  # the edited item, once per model
+    assert f"build {pruned}: built in" in proc.stdout + proc.stderr
+    assert "rebuilt: its weights were pruned after an earlier run, and 1 of 20 items have no saved answer" \
+        in proc.stdout + proc.stderr
+    assert "1 merge(s) were built again" in (run_dir_of(proc) / "report.md").read_text()
+    assert len(on_disk()) == 3

@@ -11,7 +11,6 @@ stopped and an edited item is the only one answered again.
 
 from __future__ import annotations
 
-import gc
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -78,7 +77,6 @@ def answer_items(
                                    sealed=True)
                 done += len(batch)
                 log(f"{model_id}: answered {done}/{len(todo)}")
-        gc.collect()
     return AnswerStage(saved_answers(path, items), len(todo), len(items) - len(todo), time.perf_counter() - started,
                        repaired)
 

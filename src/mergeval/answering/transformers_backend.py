@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mergeval.answering.messages import messages_for, plain_prompt
 from mergeval.answering.settings import GenerationSettings
+from mergeval.core.memory import release_accelerator_memory
 from mergeval.inputs.items import Item
 
 
@@ -43,9 +44,7 @@ class TransformersBackend:
 
     def __exit__(self, *exc):
         del self.model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_accelerator_memory()
 
     def prompt_text(self, item: Item) -> str:
         if self.tokenizer.chat_template:

@@ -93,5 +93,22 @@ def summarize(run_dir: Path) -> None:
     ranking = pd.read_csv(run_dir / "ranking.csv")
     cols = [c for c in ("rank", "model", "score", "vs_best_parent", "n_unscored", "method") if c in ranking]
     click.echo("\n" + ranking[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    click.echo("\n" + verdict_sentence(pd.read_csv(run_dir / "comparisons.csv")))
     click.echo(f"\nreport: {run_dir / 'report.md'}")
     click.echo(f"        {run_dir / 'report.html'} (open in a browser)")
+
+
+def verdict_sentence(comparisons) -> str:
+    """Which merges beat their best parent, by how much, with the paired interval: the answer a
+    sweep is run for, in one sentence."""
+    best = comparisons[comparisons["best_parent"].astype(bool)]
+    if best.empty:
+        return "No merge was compared with its parents (none was fully graded beside them)."
+    wins = best[best["ci_low"] > 0].sort_values("diff", ascending=False)
+    if wins.empty:
+        top = best.sort_values("diff", ascending=False).iloc[0]
+        return (f"No merge beat its best parent with a paired 95 % interval above 0; the closest, {top['merge']}, "
+                f"is {top['diff']:+.3f} against {top['parent']} ({top['ci_low']:+.3f} to {top['ci_high']:+.3f}).")
+    parts = [f"{r['merge']} beat its best parent {r['parent']} by {r['diff']:+.3f} "
+             f"(paired 95 % interval {r['ci_low']:+.3f} to {r['ci_high']:+.3f})" for _, r in wins.iterrows()]
+    return "; ".join(parts) + "."

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,24 +24,48 @@ from mergeval.cli.common import (
     workspace_of,
 )
 from mergeval.core.errors import InputError, SweepFailed
+from mergeval.engine import stages
 from mergeval.orchestration.flows import load_flow, prefect_defaults
 
 
 @click.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Default: <workspace>/zoo")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--train", is_flag=True, help="Train from scratch even where a zoo with a manifest is "
+              "(the shipped one), and write a new zoo/MANIFEST.json.")
 @click.option("--quick", is_flag=True, help="A tiny training budget (for tests): real but weak models.")
 @click.option("--no-judge", is_flag=True, help="Skip training the toy Proctora.")
 @click.pass_context
-def zoo(ctx: click.Context, out: Path | None, seed: int, quick: bool, no_judge: bool) -> None:
-    """Train the toy zoo on the CPU: base, spec_add, spec_rev and the toy Proctora."""
-    from mergeval.zoo import build_zoo
+def zoo(ctx: click.Context, out: Path | None, seed: int, train: bool, quick: bool, no_judge: bool) -> None:
+    """The toy zoo: base, spec_add, spec_rev and the toy Proctora (shipped; or trained on the CPU).
+
+    \b
+    A zoo with a MANIFEST.json (the one in the repository) is used as shipped, once every
+    file matches its sha256; --train trains it again here (about 5 minutes on 2 cores).
+    """
+    from mergeval.zoo import build_zoo, shipped
 
     ws = workspace_of(ctx)
+    out = out or ws.zoo
+    if shipped.has_manifest(out) and not train:
+        problems = shipped.differences(out)
+        if problems:
+            for problem in problems:
+                click.echo(problem, err=True)
+            click.echo(f"{out} does not match {out / shipped.MANIFEST}: restore it (git checkout {out.name}) or "
+                       "train it again with `mergeval zoo --train`", err=True)
+            sys.exit(2)
+        click.echo(f"zoo: the shipped models in {out} match {shipped.MANIFEST}; nothing to train")
+        return
+    if train:  # from scratch: a model left from an earlier recipe or seed must not be reused
+        for name in shipped.MODELS:
+            shutil.rmtree(out / name, ignore_errors=True)
     template = (ws.judge_dir / "prompt.txt")
-    paths = build_zoo(out or ws.zoo, seed=seed, quick=quick, judge=not no_judge,
+    paths = build_zoo(out, seed=seed, quick=quick, judge=not no_judge,
                       template=template.read_text(encoding="utf-8") if template.exists() else None,
                       log=click.echo)
+    if train:
+        click.echo(f"manifest: {shipped.write_manifest(out, seed)}")
     for name, path in paths.items():
         click.echo(f"{name}: {path}")
 
@@ -93,14 +118,26 @@ def build_cmd(ctx: click.Context, recipes: tuple[Path, ...]) -> None:
 @click.option("--sequential", is_flag=True, help="Do not build the next merge while a model is answered.")
 @click.pass_context
 def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> None:
-    """Merge every recipe in CONFIGS, answer and grade every item, rank, write the report."""
+    """Merge every recipe in CONFIGS, answer and grade every item, rank, write the report.
+
+    \b
+    A re-run that finds every answer and grade saved, with no Prefect server configured, only
+    ranks and writes the run folder: Prefect's temporary server would show it to no one.
+    """
     from mergeval.orchestration.early_server import prefect_server_starting
 
     request = sweep_request(ctx, pool=pool, overlap=not sequential, **options)
     prefect_defaults(request.ws)
-    with prefect_server_starting():  # on the other core, while the inputs are checked
-        check_judge(check_sweep_inputs(request))
-        flow = load_flow(request.ws)
+    try:
+        with prefect_server_starting() as server:  # on the other core, while the inputs are checked
+            plan = check_sweep_inputs(request)
+            if server.temporary and stages.nothing_left(plan):
+                raise NothingLeft  # the server is stopped at once: nobody could watch it
+            check_judge(plan)
+            flow = load_flow(request.ws)
+    except NothingLeft:
+        summarize(rank_finished_sweep(request, plan))
+        return
     outcome = flow(**request.parameters(), return_state=True).result(raise_on_failure=False)
     if isinstance(outcome, SweepFailed):
         summarize(Path(outcome.run_dir))
@@ -110,3 +147,16 @@ def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> 
         click.echo(f"sweep failed: {outcome}", err=True)
         sys.exit(1)
     summarize(Path(outcome))
+
+
+class NothingLeft(Exception):
+    """Raised inside the server's start-up block to stop it: the sweep has only ranking left."""
+
+
+def rank_finished_sweep(request, plan) -> Path:
+    """The run folder of a sweep whose every stage is saved: the engine's own loop, which finds
+    each stage done (counted as cached, as Prefect would), prunes for --keep and ranks."""
+    from mergeval.core.lock import workspace_lock
+
+    with workspace_lock(request.ws.state):  # one sweep per workspace, as in the flow
+        return stages.run_direct(plan, request.settings_record(plan), log=click.echo, keep=request.keep)

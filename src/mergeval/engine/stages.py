@@ -7,6 +7,7 @@ returns a small summary dict; the outputs themselves live in the workspace's sta
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 from mergeval.answering import stage as answer
@@ -24,8 +25,10 @@ STAGES = ("build", "answer", "grade")
 def empty_stats() -> dict:
     """run.json's per-stage counters: tasks and items executed / cached / failed, seconds, and
     cache entries found damaged on disk and computed again (`repaired`)."""
-    return {s: {"executed": 0, "cached": 0, "failed": 0, "items_executed": 0, "items_cached": 0,
-                "seconds": 0.0, "repaired": 0} for s in STAGES}
+    stats = {s: {"executed": 0, "cached": 0, "failed": 0, "items_executed": 0, "items_cached": 0,
+                 "seconds": 0.0, "repaired": 0} for s in STAGES}
+    stats["build"]["rebuilt"] = 0  # merges built again after pruning, because items lack answers
+    return stats
 
 
 def count(stats: dict, name: str, summary: dict) -> None:
@@ -36,6 +39,8 @@ def count(stats: dict, name: str, summary: dict) -> None:
     s["items_cached"] += summary["cached"]
     s["seconds"] += summary["seconds"]
     s["repaired"] += summary.get("repaired", 0)
+    if "rebuilt" in s:
+        s["rebuilt"] += summary.get("rebuilt", 0)
 
 
 def count_cached(stats: dict, name: str, summary: dict) -> None:
@@ -113,11 +118,17 @@ def needs_build(plan: SweepPlan, cand: Candidate) -> bool:
 
 
 def build_stage(plan: SweepPlan, cand: Candidate, log=print) -> dict:
+    missing = len(answer.missing_items(answers_path(plan, cand), list(plan.items)))
+    answered_before = missing < len(plan.items)  # its weights were pruned after an earlier run
     built = build.build(cand.recipe, plan.workspace, key=cand.key, trust_remote_code=cand.trust_remote_code)
+    rebuilt = not built.cached and answered_before
     log(f"build {cand.name}: {'cached' if built.cached else f'built in {built.seconds:.1f}s'}"
+        + (f" (rebuilt: its weights were pruned after an earlier run, and {missing} of {len(plan.items)} "
+           "items have no saved answer)" if rebuilt else "")
         + (f" (the cached merge was damaged: {built.repaired})" if built.repaired else ""))
     return {"executed": int(not built.cached), "cached": int(built.cached), "seconds": built.seconds,
-            "bytes": model_dirs.dir_size(built.path), "repaired": int(built.repaired is not None)}
+            "bytes": model_dirs.dir_size(built.path), "repaired": int(built.repaired is not None),
+            "rebuilt": int(rebuilt)}
 
 
 def answer_stage(plan: SweepPlan, cand: Candidate, log=print) -> dict:
@@ -193,18 +204,25 @@ def finish(plan: SweepPlan, graded: list[Candidate], stats: dict, failures: list
     return write_run(plan, records, ranking, stats, failures, settings, started, plan.workspace.reports)
 
 
-def run_direct(plan: SweepPlan, settings: dict | None = None, log=lambda message: None) -> Path:
+def nothing_left(plan: SweepPlan) -> bool:
+    """Every model's answers and grades are saved and intact: a sweep would only rank."""
+    return all(grades_complete(plan, c) for c in plan.candidates)
+
+
+def run_direct(plan: SweepPlan, settings: dict | None = None, log=lambda message: None, keep: str = "all") -> Path:
     """Every model's build → answer → grade, then the run folder, in one plain loop.
 
     The flow does the same through Prefect (tasks, cache states, UI); this is the engine on
-    its own: the benchmark's baseline and a fixture for tests that need a finished run.
+    its own: the benchmark's baseline, the re-run that finds everything done without a Prefect
+    server to show it to (cli/sweep.py), and a fixture for tests that need a finished run.
     """
-    from datetime import datetime, timezone
-
     started, stats = datetime.now(timezone.utc), empty_stats()
+    graded = []
     for cand in plan.candidates:
         if needs_build(plan, cand):
             count(stats, "build", build_stage(plan, cand, log=log))
         count(stats, "answer", answer_stage(plan, cand, log=log))
         count(stats, "grade", grade_stage(plan, cand, log=log))
-    return finish(plan, list(plan.candidates), stats, [], settings or {}, started)
+        graded.append(cand)
+        prune(plan, graded, keep, log=log)
+    return finish(plan, graded, stats, [], settings or {}, started)

@@ -8,8 +8,9 @@ temporary server (prefect.server.api.server.SubprocessASGIServer), is started be
 checks, on the other core, and the sweep's process never imports the server app. That is most
 of what a re-run that finds everything done costs.
 
-    with prefect_server_starting():
-        check_sweep_inputs(...)   # bad input: the server is killed before the exit
+    with prefect_server_starting() as server:
+        check_sweep_inputs(...)   # bad input (any exception): the server is killed at once
+        server.temporary          # True: this block started it (no server was configured)
     flow(...)                     # PREFECT_API_URL now points at the server, which is up
 
 If the server does not come up, nothing is set and Prefect starts its own as before.
@@ -24,11 +25,17 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 
+@dataclass(frozen=True)
+class Starting:
+    temporary: bool  # a temporary server is starting for this command (none was configured)
+
+
 @contextmanager
-def prefect_server_starting() -> Iterator[None]:
+def prefect_server_starting() -> Iterator[Starting]:
     """Start the server for the length of the block; on leaving it, wait until it answers and
     point Prefect at it. If the block raises (bad input), kill the server instead."""
     import prefect
@@ -40,7 +47,7 @@ def prefect_server_starting() -> Iterator[None]:
     )
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        yield  # a real server is configured (or none allowed): nothing to start
+        yield Starting(temporary=False)  # a real server is configured (or none allowed): nothing to start
         return
     port = _free_port()
     server = subprocess.Popen(
@@ -52,8 +59,8 @@ def prefect_server_starting() -> Iterator[None]:
              **get_current_settings().to_environment_variables(exclude_unset=True)},
     )
     try:
-        yield
-    except BaseException:  # bad input: exit now, not after the server is up
+        yield Starting(temporary=True)
+    except BaseException:  # bad input, or nothing left to run: exit now, not after the server is up
         server.kill()
         server.wait()
         raise

@@ -10,9 +10,9 @@ verdict's number is one token, the probability of every score at that position i
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
+from mergeval.core.memory import release_accelerator_memory
 from mergeval.proctora.backend_base import (
     Completion,
     JudgeUnavailable,
@@ -92,11 +92,7 @@ class TransformersBackend:
         if self._model is None:
             return
         self._model = None
-        gc.collect()
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_accelerator_memory()
 
     # -- calls ------------------------------------------------------------------------------
 

@@ -135,6 +135,10 @@ def render_markdown(plan, ranking: pd.DataFrame, comparisons: pd.DataFrame, fail
         lines.append(f"| {stage} | {s.get('executed', 0)} | {s.get('cached', 0)} | {s.get('failed', 0)} | "
                      f"{s.get('items_executed', 0)} | {s.get('items_cached', 0)} | {s.get('seconds', 0.0):.1f} |")
     lines.append("")
+    rebuilt = run["stages"].get("build", {}).get("rebuilt", 0)
+    if rebuilt:
+        lines += [f"{rebuilt} merge(s) were built again: their weights had been pruned (`--keep`) after an "
+                  "earlier run, and items they had not answered (new or edited) needed them.", ""]
     if failures:
         lines += ["## What failed", ""]
         lines += [f"- `{f['model']}` at {f['stage']}: {f['error']}" for f in failures]
