@@ -29,7 +29,8 @@ browser:
 
 test: venv browser
 	$(BIN)/ruff check src flows tests bench
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q --durations=15  # the slowest tests, named in every CI log
+	# two workers: most of a sweep test is waiting (servers starting, subprocesses, back-off)
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadgroup --durations=15  # the slowest tests, named in every CI log
 
 bench: venv
 	$(BIN)/python bench/sweep_bench.py

@@ -5,7 +5,9 @@
 
 1. re-run / first run of `mergeval sweep` (goal ≤ 0.10), embedded and against `mergeval server`
 2. batched answering vs one item at a time, answers per second (goal ≥ 4×)
-3. the sweep through Prefect vs the same stage functions called directly (goal ≤ 1.15×)
+3. the sweep through Prefect vs the same stage functions called directly, like for like:
+   `mergeval sweep --sequential` vs a sequential plain loop, and the overlapped sweep vs the
+   same overlap in plain threads; first runs alternated, medians and every run (goal ≤ 1.10×)
 4. the build stage vs `mergekit-yaml` on the same recipe (goal ≤ 1.05×)
 """
 
@@ -46,8 +48,8 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def cli_sweep(ws: Path, api_url: str | None = None) -> None:
-    cmd = [sys.executable, "-m", "mergeval.cli.main", "--workspace", str(ws), "sweep", "--keep", "all"]
+def cli_sweep(ws: Path, api_url: str | None = None, *extra: str) -> None:
+    cmd = [sys.executable, "-m", "mergeval.cli.main", "--workspace", str(ws), "sweep", "--keep", "all", *extra]
     env = sweep_env(ws) if api_url is None else {**sweep_env(ws), "PREFECT_API_URL": api_url}
     subprocess.run(cmd, env=env, check=True, capture_output=True)
 
@@ -78,14 +80,46 @@ def mergeval_server(root: Path):
         proc.wait()
 
 
-def direct_sweep(ws: Path) -> None:
+def direct_sweep(ws: Path, overlap: bool) -> None:
     """The flow's loop without Prefect, in a fresh process like the CLI's."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--direct", str(ws)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--direct", str(ws), *(["--overlap"] if overlap else [])]
     subprocess.run(cmd, env=sweep_env(ws), check=True, capture_output=True)
 
 
-def run_direct(ws: Workspace) -> None:
-    stages.run_direct(plan_sweep(ws, ws.configs / "toy", ws.items / "toy", ws.judge_file, GenerationSettings()))
+def run_direct(ws: Workspace, overlap: bool) -> None:
+    plan = plan_sweep(ws, ws.configs / "toy", ws.items / "toy", ws.judge_file, GenerationSettings())
+    if not overlap:
+        stages.run_direct(plan)
+        return
+    # flows/recipe.py's schedule in plain threads: the next merge is built while this model is
+    # answered; answering and the local judge share one lock, as they share GPU_LOCK there.
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import datetime, timezone
+
+    started, stats, lock, cands = datetime.now(timezone.utc), stages.empty_stats(), threading.Lock(), plan.candidates
+
+    def locked(fn, cand):
+        with lock:
+            return fn(plan, cand)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        builds, grading = {}, None
+        for i, cand in enumerate(cands):
+            if i not in builds and stages.needs_build(plan, cand):
+                builds[i] = pool.submit(stages.build_stage, plan, cand)
+            if i in builds:
+                stages.count(stats, "build", builds.pop(i).result())
+            later = next((j for j in range(i + 1, len(cands)) if stages.needs_build(plan, cands[j])), None)
+            if later is not None and not builds:
+                builds[later] = pool.submit(stages.build_stage, plan, cands[later])
+            stages.count(stats, "answer", locked(stages.answer_stage, cand))
+            if grading:
+                stages.count(stats, "grade", grading.result())
+            grading = pool.submit(locked, stages.grade_stage, cand)
+        if grading:
+            stages.count(stats, "grade", grading.result())
+    stages.finish(plan, list(cands), stats, [], {}, started)
 
 
 def fresh(world: Path, root: Path, name: str) -> Path:
@@ -109,14 +143,22 @@ def bench_rerun_server(world: Path, root: Path) -> dict:
 
 
 def bench_prefect_overhead(world: Path, root: Path, repeats: int = 2) -> dict:
-    """Alternating first runs of each, medians: two sweeps in a row differ by ±15 % here."""
-    prefect, direct = [], []
-    for k in range(repeats):
-        prefect.append(timed(lambda: cli_sweep(fresh(world, root, f"prefect{k}"))))
-        direct.append(timed(lambda: direct_sweep(fresh(world, root, f"direct{k}"))))
-    p, d = statistics.median(prefect), statistics.median(direct)
-    return {"prefect_s": round(p, 2), "direct_s": round(d, 2), "ratio": round(p / d, 3),
-            "prefect_runs_s": [round(x, 2) for x in prefect], "direct_runs_s": [round(x, 2) for x in direct]}
+    """Like for like: sequential against sequential, overlapped against overlapped. First runs,
+    alternated (which one goes first flips each round), medians and every run: two identical
+    first runs differ by up to ±15 % on this box."""
+    out = {}
+    for mode, overlap in (("sequential", False), ("overlapped", True)):
+        prefect, direct = [], []
+        for k in range(repeats):
+            runs = [(prefect, lambda: cli_sweep(fresh(world, root, f"prefect-{mode}{k}"), None,
+                                                *([] if overlap else ["--sequential"]))),
+                    (direct, lambda: direct_sweep(fresh(world, root, f"direct-{mode}{k}"), overlap))]
+            for times, run in runs if k % 2 == 0 else runs[::-1]:
+                times.append(timed(run))
+        p, d = statistics.median(prefect), statistics.median(direct)
+        out[mode] = {"prefect_s": round(p, 2), "direct_s": round(d, 2), "ratio": round(p / d, 3),
+                     "prefect_runs_s": [round(x, 2) for x in prefect], "direct_runs_s": [round(x, 2) for x in direct]}
+    return out
 
 
 def bench_batching(world: Path) -> dict:
@@ -162,20 +204,25 @@ def main() -> None:
     parser.add_argument("--world", type=Path, help="a workspace with zoo/, items/toy, merge_configs/toy")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "sweep_bench.json")
     parser.add_argument("--direct", type=Path, help=argparse.SUPPRESS)  # the baseline's own process
+    parser.add_argument("--overlap", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--only", nargs="+", help="run only these figures (e.g. prefect_vs_direct rerun)")
     args = parser.parse_args()
     if args.direct:
-        return run_direct(Workspace(args.direct.resolve()))
+        return run_direct(Workspace(args.direct.resolve()), args.overlap)
     root = Path(tempfile.mkdtemp(prefix="mergeval-bench-"))
     world = args.world.resolve() if args.world else make_toy_world(root / "world")
+    benches = {
+        "rerun": lambda: bench_rerun(world, root),
+        "rerun_with_server": lambda: bench_rerun_server(world, root),
+        "batching": lambda: bench_batching(world),
+        "prefect_vs_direct": lambda: bench_prefect_overhead(world, root),
+        "build_vs_mergekit_yaml": lambda: bench_build_vs_mergekit(world, root),
+    }
     figures = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "world": str(world),
-        "rerun": bench_rerun(world, root),
-        "rerun_with_server": bench_rerun_server(world, root),
-        "batching": bench_batching(world),
-        "prefect_vs_direct": bench_prefect_overhead(world, root),
-        "build_vs_mergekit_yaml": bench_build_vs_mergekit(world, root),
+        **{name: bench() for name, bench in benches.items() if not args.only or name in args.only},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2) + "\n")

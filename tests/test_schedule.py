@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 
+import pytest
+
 from tests.sweep_helpers import REPO, copy_world, results
 from tests.test_server import (  # noqa: F401  (fixtures shared by the session)
     ARGS,
@@ -25,6 +27,10 @@ from tests.test_server import (  # noqa: F401  (fixtures shared by the session)
     task_runs,
     wait_for,
 )
+
+# One Prefect server and one scale world serve these three modules (session fixtures in
+# test_server.py): under pytest-xdist they run on one worker, so both are made once.
+pytestmark = pytest.mark.xdist_group("prefect-server")
 
 
 def test_schedule_needs_a_server(tmp_path):

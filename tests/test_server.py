@@ -21,6 +21,10 @@ import pytest
 
 from tests.sweep_helpers import REPO, copy_world, make_toy_world, results, run_dir_of
 
+# One Prefect server and one scale world serve these three modules (session fixtures in
+# test_server.py): under pytest-xdist they run on one worker, so both are made once.
+pytestmark = pytest.mark.xdist_group("prefect-server")
+
 N_ITEMS = 40  # 20 per skill: enough to rank, quick enough to sweep several times a session
 MODELS = ("base", "spec_add", "spec_rev", "ties_d08", "task_arithmetic_w10", "passthrough_add02_rev24",
           "linear_half")  # a four-recipe sweep: three sources, four merges

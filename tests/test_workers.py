@@ -29,6 +29,10 @@ from tests.test_server import (  # noqa: F401  (fixtures shared by the session)
     wait_for,
 )
 
+# One Prefect server and one scale world serve these three modules (session fixtures in
+# test_server.py): under pytest-xdist they run on one worker, so both are made once.
+pytestmark = pytest.mark.xdist_group("prefect-server")
+
 SWEEP_S = 300  # seven child runs, each a fresh process (~5-10 s of imports) plus its work
 
 
