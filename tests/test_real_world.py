@@ -194,3 +194,21 @@ def test_the_sweep_ranks_every_model_under_its_hub_id_or_recipe_stem(world):
     assert {f["model"] for f in run["chat_folds"]} == folded
     assert "## Chat templates" in (run_dir / "report.md").read_text()
     assert 'id="chat-folds"' in (run_dir / "report.html").read_text()
+
+
+def test_the_disk_check_counts_the_output_dtype_and_each_slices_source(world):
+    """Issue item 7: the room asked for a merge is what it writes, give or take the margin."""
+    import dataclasses
+
+    from mergeval.engine import build
+    from mergeval.inputs import model_dirs
+
+    plan = plan_of(world)
+    margin = lambda need: (need - (1 << 20)) / 1.1  # noqa: E731 - estimate_bytes' own margin, taken off
+    for stem in ("llama-frankenmerge", "qwen-ties"):
+        cand = plan.candidate(stem)
+        built = build.build(cand.recipe, plan.workspace, key=cand.key)  # cached after the sweep test
+        written = sum(n * per for n, per in model_dirs.tensor_sizes(built.path).values())
+        assert margin(build.estimate_bytes(cand.recipe)) == pytest.approx(written, rel=0.01), stem
+        as_f32 = dataclasses.replace(cand.recipe, config={**cand.recipe.config, "dtype": "float32"})
+        assert margin(build.estimate_bytes(as_f32)) == pytest.approx(2 * written, rel=0.01), stem

@@ -62,3 +62,15 @@ def test_verdict_probabilities_with_a_subword_judge(tmp_path, family, reply):
     probs = done.verdict_probs
     assert probs is not None and set(probs) == {1, 2, 3, 4, 5}
     assert max(probs, key=probs.get) == 4 and abs(sum(probs.values()) - 1) < 1e-6
+
+
+def test_a_judge_whose_template_refuses_the_system_role_gets_its_persona_in_the_user_turn(tmp_path):
+    from mergeval.proctora.backend_transformers import TransformersBackend
+    from mergeval.proctora.settings import JudgeSettings
+
+    judge = make_model(tmp_path / "gemma-judge", "gemma2", seed=12)  # "System role not supported"
+    backend = TransformersBackend(JudgeSettings(model=str(judge), system="you are a strict grader .",
+                                                max_tokens=4, logprobs=False))
+    backend.check_alive()  # no JudgeUnavailable: the template accepts the folded conversation
+    [reply] = backend.complete([[{"role": "system", "content": "you are a strict grader ."}, *PROMPT]], sample_index=0)
+    assert reply.error is None and isinstance(reply.text, str)

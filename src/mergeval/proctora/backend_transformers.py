@@ -17,7 +17,7 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
-from mergeval.answering.chat import encode_prompt, eos_ids
+from mergeval.answering.chat import encode_prompt, eos_ids, render_chat
 from mergeval.proctora.backend_base import (
     Completion,
     JudgeUnavailable,
@@ -46,9 +46,9 @@ class TransformersBackend:
         """The folder, its tokenizer and its chat template (weights load on the first call)."""
         tok = self.tokenizer()
         probe = [{"role": "system", "content": self.settings.system}] if self.settings.system else []
-        try:
-            tok.apply_chat_template(probe + [{"role": "user", "content": "ping"}], tokenize=False, add_generation_prompt=True)
-        except Exception as e:  # e.g. a template that refuses a system message
+        try:  # a template that refuses the system role gets it in the first user turn (chat.py)
+            render_chat(tok, probe + [{"role": "user", "content": "ping"}])
+        except Exception as e:  # e.g. a template that refuses every conversation
             raise JudgeUnavailable(f"the chat template of {self.folder} cannot render the judge's messages: {e}") from e
 
     def tokenizer(self):
@@ -113,7 +113,7 @@ class TransformersBackend:
 
         self._load()  # once per Judge: the weights stay loaded across calls
         tok = self.tokenizer()
-        texts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in prompts]
+        texts = [render_chat(tok, m)[0] for m in prompts]
         ids = [encode_prompt(tok, t) for t in texts]
         order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
         size = self.settings.batch_size
