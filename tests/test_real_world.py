@@ -212,3 +212,17 @@ def test_the_disk_check_counts_the_output_dtype_and_each_slices_source(world):
         assert margin(build.estimate_bytes(cand.recipe)) == pytest.approx(written, rel=0.01), stem
         as_f32 = dataclasses.replace(cand.recipe, config={**cand.recipe.config, "dtype": "float32"})
         assert margin(build.estimate_bytes(as_f32)) == pytest.approx(2 * written, rel=0.01), stem
+
+
+def test_a_served_model_whose_template_refuses_the_system_role_is_sent_the_folded_turns(world, tmp_path):
+    """`transformers serve` applies Gemma's template itself: the openai backend folds first."""
+    from mergeval.answering.stage import answer_items
+    from tests import serve
+
+    gemma = world.sources["google/gemma-2-2b"]
+    items = [items_of(world)["plain"], items_of(world)["with_system"]]
+    with serve.transformers_serve(["--dtype", "float32"], tmp_path / "serve.log") as url:
+        served = GenerationSettings(max_new_tokens=4, backend="openai", endpoint=url, batch_size=2)
+        stage = answer_items("m", gemma, items, served, tmp_path / "served.jsonl")
+    assert stage.answers["plain"]["chat_fold"] is None
+    assert "System role not supported" in stage.answers["with_system"]["chat_fold"]["why"]
