@@ -18,6 +18,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MERGEVAL_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach a model hub
+# ... and never read the user's hub cache: a session's own, empty until a test fills it
+# (tests/real_world.py). Set before huggingface_hub is imported: it reads these once.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="mergeval-hf-")
+os.environ["HF_HUB_CACHE"] = os.path.join(os.environ["HF_HOME"], "hub")
 
 from mergeval.core.workspace import Workspace  # noqa: E402
 from tests.tiny_models import make_tiny_model  # noqa: E402

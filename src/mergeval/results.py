@@ -7,7 +7,8 @@
 The frame is flat on purpose: nested fields (checks, judge_scores, judge_replies) are JSON text,
 so the frame survives Parquet and CSV unchanged; `json.loads` them when needed. `checks_passed`
 and `checks_total` are there for the common question without parsing. `score` is NaN where the
-item is unscored (see `unscored_reason`): a judge failure is never a zero.
+item is unscored (see `unscored_reason`): a judge failure is never a zero. `chat_fold` says,
+where the model's chat template refused the item's messages, how they were folded to fit.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from mergeval.core.hashing import content_hash
 NESTED = ("checks", "judge_scores", "judge_replies")
 FIRST = ["run", "model", "model_id", "kind", "item_id", "item_hash", "skill", "weight", "score",
          "unscored_reason", "answer", "checks_passed", "checks_total", "judge_score", "judge_spread",
-         "judge_weighted", "unstable", "checks", "judge_scores", "judge_replies", "judge_prompt"]
+         "judge_weighted", "unstable", "checks", "judge_scores", "judge_replies", "judge_prompt", "chat_fold"]
 FLOATS = ("weight", "score", "judge_score", "judge_spread", "judge_weighted")
 STRINGS = ("run", "model", "model_id", "kind", "item_id", "item_hash", "skill", "unscored_reason",
-           "answer", "checks", "judge_scores", "judge_replies", "judge_prompt")
+           "answer", "checks", "judge_scores", "judge_replies", "judge_prompt", "chat_fold")
 
 
 def read_run(run_dir: Path) -> dict:
@@ -54,6 +55,8 @@ def frame(records: list[dict], run: dict | None = None) -> pd.DataFrame:
         row["checks_total"] = len(checks) if checks else None
         for key in NESTED:
             row[key] = json.dumps(r.get(key, []), ensure_ascii=False, sort_keys=True)
+        fold = r.get("chat_fold")  # how the chat template's refusal was folded around, or None
+        row["chat_fold"] = f"{fold['how']} ({fold['why']})" if fold else None
         row["run"] = (run or {}).get("run")
         row["model_id"] = ids.get(r["model"])
         rows.append(row)

@@ -9,10 +9,12 @@
 
 Every backend is a class built as `Backend(model_dir, settings, trust_remote_code)` (True only for
 a model the user named, see inputs/remote_code.py): a context manager whose answer(items, todo)
-yields (items, texts, usage) per batch, usage = {prompt_tokens, completion_tokens, seconds}:
-the outputs contract of stage.py. The registry names modules, not classes, so that choosing a
+yields (items, texts, usage) per batch, usage = {prompt_tokens, completion_tokens, seconds,
+chat_fold}: the outputs contract of stage.py (chat_fold: None, or how the item's messages were
+folded to fit the model's chat template and why, see chat.py). The registry names modules, not classes, so that choosing a
 backend imports only that backend's libraries (torch, vllm or httpx).
-The backend is part of the answers' cache key (numerics differ); the endpoint is not.
+The backend is part of the answers' cache key (numerics differ), with what changes its answers
+(settings.py LOCAL_KEYS: device, dtype, batch size in-process); the endpoint is not.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from mergeval.answering.settings import GenerationSettings
+from mergeval.answering.settings import DTYPES, GenerationSettings
 
 BACKENDS = {  # name → (module, class)
     "transformers": ("mergeval.answering.transformers_backend", "TransformersBackend"),
@@ -40,6 +42,9 @@ def check(settings: GenerationSettings) -> None:
     if settings.backend not in BACKENDS:
         *first, last = BACKENDS
         raise ValueError(f"answering backend must be {', '.join(first)} or {last}, not {settings.backend!r}")
+    if settings.dtype not in DTYPES:
+        *first, last = DTYPES
+        raise ValueError(f"the answering dtype must be {', '.join(first)} or {last}, not {settings.dtype!r}")
     if settings.backend == "openai" and not settings.endpoint:
         raise ValueError("the openai answering backend needs an endpoint (e.g. http://127.0.0.1:8000/v1)")
     if settings.backend == "vllm":

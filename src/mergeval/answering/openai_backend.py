@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from mergeval.answering.chat import fitted, local_tokenizer
 from mergeval.answering.messages import messages_for, todo_batches
 from mergeval.answering.settings import GenerationSettings
 from mergeval.inputs.items import Item
@@ -28,6 +29,9 @@ class OpenAIBackend:
 
         self.settings = settings
         self.model = str(Path(model_dir).resolve())
+        # The server applies the model's template: refusals are folded here first, from the same
+        # folder's tokenizer (the server is asked for the model by that folder's path).
+        self.tokenizer = local_tokenizer(self.model) if Path(self.model).is_dir() else None
         key = os.environ.get(API_KEY_ENV)
         self.client = httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0),
                                    headers={"Authorization": f"Bearer {key}"} if key else {})
@@ -42,8 +46,9 @@ class OpenAIBackend:
         size = max(1, self.settings.batch_size)
         with ThreadPoolExecutor(max_workers=size) as pool:
             for batch in todo_batches(items, todo, size):
-                replies = list(pool.map(lambda it: self._one(messages_for(it)), batch))
-                yield batch, [t for t, _ in replies], [u for _, u in replies]
+                fits = [fitted(self.tokenizer, messages_for(it)) for it in batch]
+                replies = list(pool.map(lambda fit: self._one(fit[0]), fits))
+                yield batch, [t for t, _ in replies], [{**u, "chat_fold": fold} for (_, u), (_, fold) in zip(replies, fits)]
 
     def _one(self, messages: list[dict]) -> tuple[str, dict]:
         import httpx

@@ -1,13 +1,34 @@
 """How a model under test is asked to answer: one frozen record, below the stage and the backends.
 
     from mergeval.answering.settings import GenerationSettings
+    GenerationSettings(dtype="bfloat16").fingerprint()    # the answers' cache key part
+
+The fingerprint holds everything that can change an answer. Greedy decoding is not the same
+on every device and dtype (bfloat16 on a GPU and float32 on a CPU pick other tokens), and
+left padding makes a batch's make-up matter too: so for the in-process transformers backend
+the device, the dtype and the batch size are keyed, each as it will really be ("auto" is
+resolved here, on this machine). A served model (openai) runs wherever its server runs: only
+the sampling settings are keyed. vLLM batches on its own; its dtype is keyed.
+Changing what is keyed invalidates saved answers once; KEY_VERSION says which keying made them.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import re
 from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
 
 from mergeval.core.hashing import content_hash
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+KEY_VERSION = 2  # 2: device, dtype and batch size keyed; the prompt has one BOS; refusals folded
+LOCAL_KEYS = {  # per backend, the settings beside sampling that change its answers
+    "transformers": ("device", "dtype", "batch_size"),
+    "vllm": ("dtype",),
+    "openai": (),
+}
 
 
 @dataclass(frozen=True)
@@ -17,13 +38,52 @@ class GenerationSettings:
     top_p: float = 1.0
     seed: int = 0
     batch_size: int = 32
-    backend: str = "transformers"  # transformers, vllm or openai (see answer_backends.py)
+    backend: str = "transformers"  # transformers, vllm or openai (see backends.py)
     device: str = "auto"  # "auto": cuda when available, else cpu
     endpoint: str | None = None  # openai: the server's base URL, e.g. http://127.0.0.1:8000/v1
+    dtype: str = "auto"  # transformers: "auto" = float32 on a CPU, the checkpoint's dtype on a GPU
 
     def fingerprint(self) -> str:
-        # batch size, device and endpoint do not change greedy outputs' meaning: keep them out
         d = asdict(self)
-        for where in ("batch_size", "device", "endpoint"):
-            d.pop(where)
-        return content_hash(d)
+        for name in ("batch_size", "device", "endpoint", "dtype"):
+            d.pop(name)
+        keyed = LOCAL_KEYS.get(self.backend, ())
+        if "device" in keyed:
+            d["device"] = effective_device(self.device)
+        if "dtype" in keyed:
+            d["dtype"] = effective_dtype(self.dtype, effective_device(self.device) if "device" in keyed else "cuda")
+        if "batch_size" in keyed:
+            d["batch_size"] = self.batch_size
+        return content_hash({"key_version": KEY_VERSION, **d})
+
+
+def effective_dtype(dtype: str, device: str) -> str:
+    """"auto" as the transformers backend loads it: float32 on a CPU (bfloat16 matmuls there are
+    slow and differ), else the checkpoint's own dtype ("auto": the model's key covers config.json)."""
+    if dtype != "auto":
+        return dtype
+    return "float32" if device == "cpu" else "auto"
+
+
+def effective_device(requested: str) -> str:
+    """The device "auto" means on this machine: cuda when torch sees a GPU, else cpu."""
+    return requested if requested != "auto" else _auto_device()
+
+
+@lru_cache(maxsize=1)
+def _auto_device() -> str:
+    # A torch built without CUDA or ROCm (its version.py says so) never sees a GPU: answered
+    # without importing torch (~3 s), so planning a re-run on a CPU box stays quick.
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return "cpu"
+    version = Path(next(iter(spec.submodule_search_locations))) / "version.py"
+    try:
+        text = version.read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    if all(re.search(rf"^{name}\s*(:[^=]*)?=\s*None\s*$", text, re.M) for name in ("cuda", "hip")):
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -6,7 +6,9 @@
 
 Answers are appended to a JSON-lines file per (model, generation settings) as each batch
 finishes; items already in it are not answered again, so a killed stage resumes where it
-stopped and an edited item is the only one answered again.
+stopped and an edited item is the only one answered again. A record holds the answer, its
+token counts and seconds, and `chat_fold`: None, or how the item's messages were folded to fit
+the model's chat template and why (chat.py).
 """
 
 from __future__ import annotations

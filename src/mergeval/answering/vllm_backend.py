@@ -6,6 +6,7 @@ import gc
 import time
 from pathlib import Path
 
+from mergeval.answering.chat import fitted
 from mergeval.answering.messages import messages_for, todo_batches
 from mergeval.answering.settings import GenerationSettings
 from mergeval.inputs.items import Item
@@ -20,7 +21,7 @@ class VLLMBackend:
 
         self.settings = settings
         self.llm = LLM(model=str(model_dir), seed=settings.seed, gpu_memory_utilization=0.85,
-                       trust_remote_code=trust_remote_code)
+                       trust_remote_code=trust_remote_code, dtype=settings.dtype)
 
     def __enter__(self):
         return self
@@ -37,10 +38,12 @@ class VLLMBackend:
 
         s = self.settings
         params = SamplingParams(max_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=s.seed)
+        tokenizer = self.llm.get_tokenizer()
         for batch in todo_batches(items, todo, max(s.batch_size, 64)):
             started = time.perf_counter()
-            outs = self.llm.chat([messages_for(it) for it in batch], params, use_tqdm=False)
+            fits = [fitted(tokenizer, messages_for(it)) for it in batch]  # refusals folded (chat.py)
+            outs = self.llm.chat([m for m, _ in fits], params, use_tqdm=False)
             seconds = (time.perf_counter() - started) / len(batch)
             yield batch, [o.outputs[0].text.strip() for o in outs], [
                 {"prompt_tokens": len(o.prompt_token_ids), "completion_tokens": len(o.outputs[0].token_ids),
-                 "seconds": round(seconds, 4)} for o in outs]
+                 "seconds": round(seconds, 4), "chat_fold": fold} for o, (_, fold) in zip(outs, fits)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -81,7 +82,46 @@ def output_dir(workspace: Workspace, recipe: Recipe, key: str) -> Path:
 
 
 def estimate_bytes(recipe: Recipe) -> int:
-    """Room a merge needs: the largest source, scaled by output layers for franken-merges."""
+    """Room a merge needs: its output tensors in the output dtype (out_dtype, else dtype, else
+    as stored), from the sources' safetensors headers; a franken-merge counts each slice's
+    layers from the model that slice takes them from. Plus 10 % and 1 MiB for the rest."""
+    out_bytes = _DTYPE_BYTES.get(str(recipe.config.get("out_dtype") or recipe.config.get("dtype") or ""))
+    sizes = {p: model_dirs.tensor_sizes(p) for p in recipe.sources}
+    if any(v is None for v in sizes.values()):
+        return _estimate_from_files(recipe)
+
+    def total(tensors: dict) -> int:
+        return sum(n * (out_bytes or per) for n, per in tensors.values())
+
+    slices = recipe.config.get("slices") or []
+    if not slices:
+        return int(max(total(t) for t in sizes.values()) * 1.1) + (1 << 20)
+    takes = [(_ref_path(s["sources"][0]["model"]), s["sources"][0].get("layer_range")) for s in slices]
+    if any(p not in sizes or r is None for p, r in takes):
+        return _estimate_from_files(recipe)
+    need = total({k: v for k, v in sizes[takes[0][0]].items() if _LAYER.search(k) is None})  # embeddings, head, norm
+    for path, (a, b) in takes:
+        layer_tensors = sizes[path]
+        need += total({k: v for k, v in layer_tensors.items()
+                       if (m := _LAYER.search(k)) is not None and a <= int(m.group(1)) < b})
+    return int(need * 1.1) + (1 << 20)
+
+
+def _ref_path(ref) -> Path | None:
+    """The folder a (resolved) model reference of a recipe's config names."""
+    if isinstance(ref, dict):
+        ref = ref.get("model")
+        ref = ref.get("path") if isinstance(ref, dict) else ref
+    return Path(ref) if isinstance(ref, str) else None
+
+
+_LAYER = re.compile(r"\.layers\.(\d+)\.")
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "torch.float32": 4, "torch.float16": 2,
+                "torch.bfloat16": 2, "torch.float64": 8}
+
+
+def _estimate_from_files(recipe: Recipe) -> int:
+    """Without safetensors headers: the largest source, scaled by output layers for franken-merges."""
     largest = max(model_dirs.weights_size(p) for p in recipe.sources)
     slices = recipe.config.get("slices") or []
     if slices:

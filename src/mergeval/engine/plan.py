@@ -8,6 +8,7 @@ whether a merge beat its parents.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
@@ -25,7 +26,7 @@ from mergeval.proctora.settings import JudgeSettings, load_settings
 
 @dataclass(frozen=True)
 class Candidate:
-    name: str  # a merge: its recipe's file stem; a source model: its directory name
+    name: str  # a merge: its recipe's file stem; a source: its hub id[@revision], else its directory name
     kind: str  # "merge" or "source"
     model_id: str  # storage id: name + content key (build key, or source fingerprint)
     key: str
@@ -53,15 +54,23 @@ class SweepPlan:
         return next(c for c in self.candidates if c.name == name)
 
 
-def source_names(paths: list[Path]) -> dict[Path, str]:
-    """Directory names, made unique with their parent folder where two sources clash."""
+def source_names(paths: list[Path], hub_names: dict[Path, str] | None = None) -> dict[Path, str]:
+    """Hub ids for models from the hub cache (`hub_names`: folder → `org/name[@revision]`, the
+    recipes' Recipe.source_names), else directory names, made unique with their parent folder
+    where two sources clash. One folder is one model, however the recipes refer to it."""
+    hub_names = hub_names or {}
     names: dict[Path, str] = {}
     for p in paths:
-        name = p.name
+        name = hub_names.get(p) or p.name
         if name in names.values():
             name = f"{p.parent.name}/{p.name}"
         names[p] = name
     return names
+
+
+def storage_name(name: str) -> str:
+    """A name as one folder name (model ids name folders under the state folder)."""
+    return re.sub(r"[^\w.-]+", "--", name)
 
 
 def plan_sweep(
@@ -89,9 +98,15 @@ def plan_sweep(
 
     sources = list(dict.fromkeys(p for r in recipes for p in r.sources))
     fingerprints = {str(p): model_dirs.fingerprint(p) for p in sources}
-    names = source_names(sources)
+    hub_names: dict[Path, str] = {}
+    for r in recipes:  # the first recipe's name for a folder wins; a name without @revision first
+        for p, name in r.source_names:
+            if p not in hub_names or ("@" in hub_names[p] and "@" not in name):
+                hub_names[p] = name
+    names = source_names(sources, hub_names)
     candidates = [
-        Candidate(names[p], "source", f"{p.name}-{fingerprints[str(p)][:16]}", fingerprints[str(p)], p)
+        Candidate(names[p], "source", f"{storage_name(names[p]) if p in hub_names else p.name}"
+                  f"-{fingerprints[str(p)][:16]}", fingerprints[str(p)], p)
         for p in sources
     ]
     for r in recipes:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from mergeval.answering import backends
-from mergeval.answering.settings import GenerationSettings
+from mergeval.answering.settings import GenerationSettings, effective_device
 from mergeval.core.workspace import Workspace
 from mergeval.engine.plan import SweepPlan, plan_sweep
 
@@ -90,7 +90,9 @@ class SweepRequest:
     def settings_record(self, plan: SweepPlan) -> dict:
         """run.json's settings: what a later regrade needs to find the same answers."""
         record = {"configs": self.configs, "items": self.items, "judge": self.judge, "keep": self.keep,
-                  "generation": asdict(self.generation),
+                  # the device as it was ("auto" resolved): the answers are keyed by it, and a
+                  # regrade on another machine must find the same answers
+                  "generation": asdict(replace(self.generation, device=effective_device(self.generation.device))),
                   "judge_settings": plan.judge.model_dump(exclude={"template_text", "trust_remote_code"})}
         if self.trust_remote_code:  # recorded only when used: regrade needs it to find the same models
             record["trust_remote_code"] = sorted(self.trust_remote_code)

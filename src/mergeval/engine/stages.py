@@ -162,8 +162,10 @@ def load_grades(plan: SweepPlan, cand: Candidate) -> dict[str, dict]:
 
 def result_records(plan: SweepPlan, cand: Candidate) -> list[dict]:
     """The run's results.jsonl lines for one model, in item order."""
-    grades = load_grades(plan, cand)
-    return [{"model": cand.name, "kind": cand.kind, **{k: v for k, v in grades[it.id].items() if k != "grade_key"}}
+    grades, answers = load_grades(plan, cand), load_answers(plan, cand)
+    # chat_fold: how the item's messages were folded to fit the model's chat template, or None
+    return [{"model": cand.name, "kind": cand.kind, **{k: v for k, v in grades[it.id].items() if k != "grade_key"},
+             "chat_fold": answers[it.id].get("chat_fold")}
             for it in plan.items]
 
 

@@ -50,6 +50,7 @@ def checked_with_memo(text: str, workspace: Workspace, check: Callable, memos: l
     if memo is not None and _still_valid(memo, workspace):
         return Checked(rewrites=[(tuple(k), v) for k, v in memo["rewrites"]],
                        sources=[Path(p) for p in memo["sources"]],
+                       located=[(raw, rev, Path(p)) for raw, rev, p in memo["located"]],
                        base_model=Path(memo["base_model"]) if memo["base_model"] else None)
     checked = check()
     if memos is not None and not checked.problems:

@@ -66,3 +66,26 @@ def free_bytes(path: Path) -> int:
     path.mkdir(parents=True, exist_ok=True)
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
+
+
+SAFETENSORS_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
+                     "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def tensor_sizes(model_dir: Path) -> dict[str, tuple[int, int]] | None:
+    """Tensor name → (elements, bytes per element) from the safetensors headers (only the
+    headers are read); None when the weights are not all safetensors."""
+    files = weight_files(model_dir)
+    if not files or any(p.suffix != ".safetensors" for p in files):
+        return None
+    out: dict[str, tuple[int, int]] = {}
+    for p in files:
+        with open(p, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        for name, meta in header.items():
+            if name != "__metadata__":
+                n = 1
+                for d in meta["shape"]:
+                    n *= d
+                out[name] = (n, SAFETENSORS_BYTES.get(meta["dtype"], 4))
+    return out

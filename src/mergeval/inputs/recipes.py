@@ -27,7 +27,7 @@ from mergeval.core.errors import InputError, Problem
 from mergeval.core.workspace import Workspace
 from mergeval.inputs.check_memo import checked_with_memo
 from mergeval.inputs.recipe_checks import check_recipe
-from mergeval.inputs.source_models import ModelInfo, model_info
+from mergeval.inputs.source_models import ModelInfo, model_info, source_name
 from mergeval.inputs.strict_yaml import load_yaml
 from mergeval.inputs.text_files import read_text_file
 
@@ -49,6 +49,7 @@ class Recipe:
     sources: tuple[Path, ...]  # resolved source model folders, first appearance first
     base_model: Path | None
     random_seed: int | None
+    source_names: tuple[tuple[Path, str], ...] = ()  # (folder, hub id[@revision]) for hub models
 
     @property
     def stochastic(self) -> bool:
@@ -157,9 +158,21 @@ def read_recipe(path: Path, workspace: Workspace, inside: Path | None = None,
             sources=tuple(checked.sources),
             base_model=checked.base_model,
             random_seed=seed,
+            source_names=_source_names(checked.located, workspace),
         ),
         [],
     )
+
+
+def _source_names(located, workspace: Workspace) -> tuple[tuple[Path, str], ...]:
+    """Hub names of the recipe's sources; of two names for one folder (`org/name` and
+    `org/name@<main's commit>`), the one without a revision."""
+    names: dict[Path, str] = {}
+    for raw, rev, path in located:
+        name = source_name(workspace, raw, rev, path)
+        if name is not None and (path not in names or ("@" in names[path] and "@" not in name)):
+            names[path] = name
+    return tuple(names.items())
 
 
 def _set(data: Any, key: tuple, value: Any) -> None:

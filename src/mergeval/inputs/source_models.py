@@ -43,6 +43,34 @@ def hub_cache(raw: str, revision: str | None) -> Path | None:
     return Path(hit).parent if isinstance(hit, str) else None
 
 
+def hub_snapshot_id(path: Path) -> tuple[str, str, bool] | None:
+    """(hub id, commit, whether refs/main points at it) for a snapshot folder of a Hugging Face
+    cache (models--org--name/snapshots/<commit>), else None."""
+    snapshots = path.parent
+    repo = snapshots.parent
+    if snapshots.name != "snapshots" or not repo.name.startswith("models--") or repo.name.count("--") < 2:
+        return None
+    hub_id = repo.name.removeprefix("models--").replace("--", "/", 1)
+    try:
+        main = (repo / "refs" / "main").read_text(encoding="utf-8").strip()
+    except OSError:
+        main = None
+    return hub_id, path.name, main == path.name
+
+
+def source_name(workspace, raw: str, revision: str | None, path: Path) -> str | None:
+    """The name people know a source model by, where it has one beyond its folder's: the hub id
+    as the recipe wrote it (plus `@revision` when the recipe pins one), also for a snapshot
+    folder named by its path (`@commit` unless it is the cache's main). None: a plain folder."""
+    snap = hub_snapshot_id(path)
+    if snap is None:
+        return None
+    hub_id, commit, is_main = snap
+    if looks_like_hub_id(raw) and raw == hub_id and not workspace.resolve(raw).is_dir():
+        return f"{raw}@{revision}" if revision else raw
+    return hub_id if is_main else f"{hub_id}@{commit}"
+
+
 def locate(workspace, raw: str, revision: str | None) -> tuple[Path | None, str | None]:
     """(the model folder, None) or (None, why not) for a reference as written in a recipe."""
     try:  # a NUL byte or a 300-character folder name makes the OS refuse the path itself

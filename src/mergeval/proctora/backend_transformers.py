@@ -3,15 +3,20 @@
 Loaded once per Judge, on the first call (check_alive only looks at the folder and the
 tokenizer, so a sweep can check its judge before any weights are loaded). Prompts go through
 the tokenizer's chat template, are sorted by length and generated in left-padded batches:
-greedy at temperature 0, sampled with a seed per (sample, re-ask) otherwise. Where the
+greedy at temperature 0, sampled with a seed per (sample, re-ask) otherwise; BOS once and
+every EOS id the model declares, as for the models under test (answering/chat.py). Where the
 verdict's number is one token, the probability of every score at that position is kept
-(G-Eval), which gives a smoother, probability-weighted score from the same call.
+(G-Eval), which gives a smoother, probability-weighted score from the same call. Subword
+vocabularies write a number in several forms ("4", "Ġ4", "▁4", or merged with a neighbour as
+"4." or "]4"): each score's probability is that of every token of the verdict token's form
+with the other number in it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from mergeval.answering.chat import encode_prompt, eos_ids, render_chat
 from mergeval.core.memory import release_accelerator_memory
 from mergeval.proctora.backend_base import (
     Completion,
@@ -33,6 +38,7 @@ class TransformersBackend:
         self._tokenizer = None
         self._model = None
         self._device = None
+        self._forms: dict[str, list[int]] | None = None  # a token's text without BPE/SP markers -> ids
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -40,9 +46,9 @@ class TransformersBackend:
         """The folder, its tokenizer and its chat template (weights load on the first call)."""
         tok = self.tokenizer()
         probe = [{"role": "system", "content": self.settings.system}] if self.settings.system else []
-        try:
-            tok.apply_chat_template(probe + [{"role": "user", "content": "ping"}], tokenize=False, add_generation_prompt=True)
-        except Exception as e:  # e.g. a template that refuses a system message
+        try:  # a template that refuses the system role gets it in the first user turn (chat.py)
+            render_chat(tok, probe + [{"role": "user", "content": "ping"}])
+        except Exception as e:  # e.g. a template that refuses every conversation
             raise JudgeUnavailable(f"the chat template of {self.folder} cannot render the judge's messages: {e}") from e
 
     def tokenizer(self):
@@ -103,8 +109,8 @@ class TransformersBackend:
 
         self._load()  # once per Judge: the weights stay loaded across calls
         tok = self.tokenizer()
-        texts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in prompts]
-        ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        texts = [render_chat(tok, m)[0] for m in prompts]
+        ids = [encode_prompt(tok, t) for t in texts]
         order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
         size = self.settings.batch_size
         temperature = call_temperature(self.settings.temperature, self.settings.reask_temperature, attempt)
@@ -125,7 +131,7 @@ class TransformersBackend:
         pad = tok.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self._device)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self._device)
-        eos = tok.eos_token_id if tok.eos_token_id is not None else model.generation_config.eos_token_id
+        eos = eos_ids(tok, model.generation_config)
         sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else dict(do_sample=False)
         with torch.inference_mode():
             gen = model.generate(
@@ -138,11 +144,11 @@ class TransformersBackend:
                 return_dict_in_generate=True,
                 **sampling,
             )
-        eos_ids = set(eos if isinstance(eos, list) else [eos])
+        stops = set(eos)
         completions = []
         for r in range(len(rows)):
             new = gen.sequences[r, width:].tolist()
-            cut = next((k for k, t in enumerate(new) if t in eos_ids), len(new))
+            cut = next((k for k, t in enumerate(new) if t in stops), len(new))
             new = new[:cut]
             text = tok.decode(new, skip_special_tokens=True)
             probs = self._verdict_probs(text, new, gen.logits, r) if self.settings.logprobs else None
@@ -163,15 +169,25 @@ class TransformersBackend:
                 hi = mid
             else:
                 lo = mid + 1
-        piece = tok.convert_ids_to_tokens(new[lo])
-        if clean_token(piece) != str(verdict.score):
-            return None  # the number shares its token with other text: no clean distribution
+        form = clean_token(tok.convert_ids_to_tokens(new[lo]))
+        digits = str(verdict.score)
+        if form.count(digits) != 1:
+            return None  # the token holds no number, or two: no clean distribution
         low, high = self.settings.scale
-        ids = {}
-        for n in range(low, high + 1):  # the same token form with the other numbers ("Ġ5" -> "Ġ4")
-            other = tok.convert_tokens_to_ids(piece.replace(str(verdict.score), str(n)))
-            if other is None or other == tok.unk_token_id:
-                return None
-            ids[n] = other
+        forms = self._token_forms()
+        ids = {n: forms.get(form.replace(digits, str(n)), []) for n in range(low, high + 1)}
+        if not all(ids.values()):
+            return None  # some score cannot be written in this form: its probability is elsewhere
         p = logits[lo][row].float().softmax(-1)
-        return normalise({n: float(p[i]) for n, i in ids.items()})
+        return normalise({n: float(sum(p[i] for i in group)) for n, group in ids.items()})
+
+    def _token_forms(self) -> dict[str, list[int]]:
+        """Short tokens by their text without word-start markers: "4", "Ġ4" and "▁4" are one form."""
+        if self._forms is None:
+            forms: dict[str, list[int]] = {}
+            for piece, i in self._tokenizer.get_vocab().items():
+                text = clean_token(piece)
+                if text and len(text) <= 4:
+                    forms.setdefault(text, []).append(i)
+            self._forms = forms
+        return self._forms

@@ -107,6 +107,19 @@ def remote_code_section(plan) -> list[str]:
             *(f"- {line}" for line in lines), ""]
 
 
+def chat_fold_section(run: dict) -> list[str]:
+    """Which models were asked differently because their chat template refused the items'
+    messages (run.json's chat_folds); nothing when none was."""
+    folds = run.get("chat_folds") or []
+    if not folds:
+        return []
+    return ["## Chat templates", "",
+            "These models' chat templates refused some items' messages as written, so they were asked "
+            "in the form their templates accept:", "",
+            *(f"- `{f['model']}`: {f['how']} for {f['items']} item(s) (the template says: {f['why']})"
+              for f in folds), ""]
+
+
 def render_markdown(plan, ranking: pd.DataFrame, comparisons: pd.DataFrame, failures: list[dict], run: dict) -> str:
     skills = sorted({it.skill for it in plan.items})
     ranked = "ci_low" in ranking and not ranking.empty
@@ -119,6 +132,7 @@ def render_markdown(plan, ranking: pd.DataFrame, comparisons: pd.DataFrame, fail
         f"({plan.judge.backend}); score = mean normalized item score (0..1).",
         "",
         *remote_code_section(plan),
+        *chat_fold_section(run),
         "## Ranking",
         "",
         f"Intervals are {st['level'] * 100:.0f} %, from a bootstrap over items ({st['replicates']} replicates, seed "

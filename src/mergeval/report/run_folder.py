@@ -62,6 +62,17 @@ def _model_entry(c) -> dict:
             "weights_bytes": model_dirs.weights_size(Path(c.path)) if on_disk else None}
 
 
+def chat_folds(records: list[dict]) -> list[dict]:
+    """run.json's `chat_folds`: per model whose chat template refused items' messages, how they
+    were folded to fit, why, and for how many items."""
+    seen: dict[tuple, int] = {}
+    for r in records:
+        if r.get("chat_fold"):
+            key = (r["model"], r["chat_fold"]["how"], r["chat_fold"]["why"])
+            seen[key] = seen.get(key, 0) + 1
+    return [{"model": m, "how": how, "why": why, "items": n} for (m, how, why), n in seen.items()]
+
+
 def write_run(plan, records: list[dict], ranking: pd.DataFrame, stages: dict, failures: list[dict],
               settings: dict, started: datetime, reports_dir: Path, boot: Bootstrap | None = None) -> Path:
     boot = boot or Bootstrap()
@@ -85,6 +96,8 @@ def write_run(plan, records: list[dict], ranking: pd.DataFrame, stages: dict, fa
     if remote_code.run_entry(plan):  # absent when no model ran its own code
         run["remote_code"] = remote_code.run_entry(plan)
     run["suite_hash"] = results.suite_hash(run)
+    if chat_folds(records):  # absent when every model took the items' messages as they are
+        run["chat_folds"] = chat_folds(records)
     frame = results.frame(records, run)
     comparisons = rank.parent_comparisons(frame, plan.candidates, boot) if records else \
         pd.DataFrame(columns=rank.DIFF_COLUMNS)
