@@ -29,11 +29,11 @@ def test_default_judge_file_loads(tmp_path):
     ws = Workspace(tmp_path)
     (tmp_path / "judge").mkdir()
     for name in ("proctora.yaml", "prompt.txt"):
-        shutil.copy(REPO / "judge" / name, tmp_path / "judge" / name)
+        shutil.copy(REPO / "judge" / "toy" / name, tmp_path / "judge" / name)
     s = load_settings(ws.judge_file, ws)
     assert s.backend == "transformers" and s.model == str(tmp_path / "zoo" / "proctora")
     assert (s.max_tokens, s.samples, s.scale, s.temperature) == (8, 1, (1, 5), 0.0)
-    assert s.template_text == (REPO / "judge" / "prompt.txt").read_text(encoding="utf-8")
+    assert s.template_text == (REPO / "judge" / "toy" / "prompt.txt").read_text(encoding="utf-8")
 
 
 def test_unknown_key_names_file_and_line(tmp_path):

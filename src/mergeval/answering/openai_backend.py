@@ -27,7 +27,8 @@ class OpenAIBackend:
         import httpx  # trust_remote_code is the server's business: nothing is loaded here
 
         self.settings = settings
-        self.model = str(Path(model_dir).resolve())
+        # the served name (settings.for_model filled it in); the folder's path as a last resort
+        self.model = settings.served_model or str(Path(model_dir).resolve())
         key = os.environ.get(API_KEY_ENV)
         self.client = httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0),
                                    headers={"Authorization": f"Bearer {key}"} if key else {})

@@ -37,7 +37,7 @@ def zoo(ctx: click.Context, out: Path | None, seed: int, quick: bool, no_judge: 
     from mergeval.zoo import build_zoo
 
     ws = workspace_of(ctx)
-    template = (ws.judge_dir / "prompt.txt")
+    template = ws.toy_judge_file.parent / "prompt.txt"  # the toy judge learns this exact template
     paths = build_zoo(out or ws.zoo, seed=seed, quick=quick, judge=not no_judge,
                       template=template.read_text(encoding="utf-8") if template.exists() else None,
                       log=click.echo)
@@ -93,10 +93,13 @@ def build_cmd(ctx: click.Context, recipes: tuple[Path, ...]) -> None:
 @click.option("--sequential", is_flag=True, help="Do not build the next merge while a model is answered.")
 @click.pass_context
 def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> None:
-    """Merge every recipe in CONFIGS, answer and grade every item, rank, write the report."""
+    """Merge every recipe in CONFIGS, answer and grade every item, rank, write the report.
+
+    CONFIGS may be a sweep file (sweeps/toy.yaml; its keys: mergeval/engine/sweep_file.py)
+    holding everything the sweep needs; the options given here override it."""
     from mergeval.orchestration.early_server import prefect_server_starting
 
-    request = sweep_request(ctx, pool=pool, overlap=not sequential, **options)
+    request = sweep_request(ctx, pool=pool, overlap=False if sequential else None, **options)
     prefect_defaults(request.ws)
     with prefect_server_starting():  # on the other core, while the inputs are checked
         check_judge(check_sweep_inputs(request))
