@@ -220,3 +220,15 @@ def all_logs(client, flow_run_id) -> list:
         logs += batch
         if len(batch) < page:
             return logs
+
+
+def test_the_ui_on_another_port_is_told_that_port(prefect_server):
+    """`mergeval server --port N`: the UI's /ui-settings must point it at N's API, not 4200."""
+    import json
+
+    assert not prefect_server.endswith(":4200")
+    with urllib.request.urlopen(f"{prefect_server}/ui-settings", timeout=10) as r:
+        settings = json.loads(r.read())
+    assert settings["api_url"] == f"{prefect_server}/api"
+    with urllib.request.urlopen(f"{settings['api_url']}/health", timeout=10) as r:  # and it answers there
+        assert r.status == 200

@@ -64,6 +64,12 @@ def server(port: int) -> None:
     click.echo(f"Prefect UI: {url}\nPoint sweeps, schedules and workers at it with:\n"
                f"  export PREFECT_API_URL={url}/api\n", err=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The UI asks /ui-settings where the API is; Prefect answers PREFECT_UI_API_URL, else
+    # PREFECT_API_URL, else the *setting* PREFECT_SERVER_API_PORT (4200), never the --port this
+    # server listens on. Say it, unless the user chose a URL for the UI (e.g. behind a proxy).
+    if not (os.environ.get("PREFECT_UI_API_URL") or os.environ.get("PREFECT_SERVER_UI_API_URL")):
+        os.environ["PREFECT_SERVER_UI_API_URL"] = f"{url}/api"
+    os.environ["PREFECT_SERVER_API_PORT"] = str(port)
     # replace this process: Ctrl-C and kill reach the server itself, nothing is left behind
     os.execv(sys.executable, [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                               "--port", str(port)])
