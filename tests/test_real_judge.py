@@ -143,3 +143,30 @@ def test_a_bad_sweep_file_value_names_file_and_line(tmp_path):
     assert f"{bad}:5: merge.dtype: expected one of float32" in proc.stderr
     assert f"{bad}:6: unknown key 'lazy'" in proc.stderr
     assert not (ws / "reports").exists() and not (ws / ".mergeval").exists()  # nothing ran
+
+
+def test_the_request_picks_the_toy_judge_for_the_toy_suite_and_round_trips(tmp_path):
+    from mergeval.answering.settings import GenerationSettings
+    from mergeval.engine import build
+    from mergeval.engine.request import REAL_JUDGE, TOY_JUDGE, SweepRequest
+    from mergeval.inputs.recipes import load_recipe
+
+    assert SweepRequest.from_parameters(workspace=tmp_path).judge == REAL_JUDGE  # no judge/toy here
+    (tmp_path / "judge" / "toy").mkdir(parents=True)
+    (tmp_path / "judge" / "toy" / "proctora.yaml").write_text("model: zoo/proctora\n")
+    assert SweepRequest.from_parameters(workspace=tmp_path).judge == TOY_JUDGE  # items/toy by default
+    assert SweepRequest.from_parameters(workspace=tmp_path, items="items/mine").judge == REAL_JUDGE
+    assert SweepRequest.from_parameters(workspace=tmp_path, judge="judge/x.yaml").judge == "judge/x.yaml"
+    request = SweepRequest.from_parameters(workspace=tmp_path, items="items/mine", backend="openai",
+                                           endpoint="http://127.0.0.1:1/v1", served_model="{name}",
+                                           merge_dtype="bfloat16", lazy_unpickle=True, shard_size="2B")
+    assert SweepRequest.from_parameters(**request.parameters()) == request  # the flows' flat parameters
+    assert request.generation.for_model("ties", tmp_path).served_model == "ties"
+    assert GenerationSettings(backend="openai").for_model("ties", tmp_path).served_model == str(tmp_path.resolve())
+    # Only what changes the merged weights is in the build key: dtype, not the loader or the shards.
+    ws = tiny_zoo_workspace(tmp_path / "ws")
+    shutil.copytree(REPO / "merge_configs" / "toy", ws.configs / "toy")
+    recipe = load_recipe(ws.configs / "toy" / "linear_half.yaml", ws)
+    plain = build.build_key(recipe)
+    assert build.build_key(recipe, merge=build.MergeSettings(lazy_unpickle=True, shard_size="1B")) == plain
+    assert build.build_key(recipe, merge=build.MergeSettings(dtype="bfloat16")) != plain
