@@ -128,3 +128,19 @@ def test_vllm_backend_runs_each_engine_in_a_process_of_its_own(model_and_items, 
     assert pids[0] != pids[1]
     with pytest.raises(VLLMEngineError, match="could not load .*missing: FileNotFoundError"):
         VLLMBackend(tmp_path / "missing", settings)
+
+
+def test_the_served_model_name_is_sent_not_the_folder(model_and_items, transformers_serve, tmp_path):
+    """--served-model '{name}'-style templates: the server gets the name, not our folder's path."""
+    import httpx
+
+    model, items = model_and_items
+    (tmp_path / "served-as").symlink_to(model)  # a name the server resolves, other than the folder
+    named = GenerationSettings(max_new_tokens=6, backend="openai", endpoint=transformers_serve,
+                               served_model=str(tmp_path / "{name}"))
+    stage = answer_items("m", model, items[:2], named.for_model("served-as", model), tmp_path / "named.jsonl")
+    assert stage.computed == 2
+    unknown = named.for_model("no-such-model", model)
+    assert unknown.served_model == str(tmp_path / "no-such-model")
+    with pytest.raises(httpx.HTTPStatusError):  # the server was asked for that name, and has no such model
+        answer_items("m", model, items[:2], unknown, tmp_path / "unknown.jsonl")

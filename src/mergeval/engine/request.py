@@ -103,6 +103,8 @@ class SweepRequest:
         """Raise ValueError saying what to fix: the settings that need no file read."""
         parse_keep(self.keep)
         backends.check(self.generation)  # e.g. vllm without a GPU
+        if self.generation.max_new_tokens < 1 or self.generation.batch_size < 1:
+            raise ValueError("--max-new-tokens and --batch-size must be 1 or more")
         if self.generation.served_model:
             try:
                 self.generation.served_model.format(name="m", path="/m")
