@@ -154,3 +154,22 @@ def test_shared_files_never_hold_the_items_or_their_canary(world, baseline, tmp_
         assert not [n for n in needles if n in text], shared
     # the needles are right: the private page does show the items
     assert all(it.question in (run_dir / "report.html").read_text() for it in items[:5])
+
+
+def test_the_shipped_toy_sweep_file_runs_what_make_demo_runs(world, baseline, tmp_path):
+    """`mergeval sweep sweeps/toy.yaml` in the repository's layout (judge/toy/ beside the real
+    judge): the toy judge, the toy suite's answer length; the same work as the plain sweep, so
+    everything comes from the caches."""
+    import shutil
+
+    from tests.sweep_helpers import REPO
+
+    ws = copy_world(world, tmp_path / "ws", with_state=True)
+    shutil.copytree(REPO / "judge" / "toy", ws / "judge" / "toy")
+    shutil.copytree(REPO / "sweeps", ws / "sweeps")
+    for name in ("proctora.yaml", "prompt.txt"):  # the real judge's files, as in the repository
+        shutil.copy(REPO / "judge" / name, ws / "judge" / name)
+    run = run_json(run_dir_of(run_sweep(ws, "sweeps/toy.yaml")))
+    assert run["settings"]["judge"] == "judge/toy/proctora.yaml" and run["settings"]["keep"] == "all"  # flag wins
+    for name in ("build", "answer", "grade"):
+        assert stage(run, name)["items_executed"] == 0, (name, stage(run, name))
