@@ -3,6 +3,7 @@
     mergeval server                                   # Prefect server + UI on 127.0.0.1:4200
     export PREFECT_API_URL=http://127.0.0.1:4200/api  # then every sweep shows up in the UI
     mergeval schedule --cron "0 2 * * *"              # the toy sweep every night at 02:00
+    mergeval schedule sweeps/mine.yaml --cron "0 2 * * *"   # the sweep a sweep file describes
     mergeval worker --pool gpus                       # on each GPU box, sharing the workspace
     mergeval schedule --cron "0 2 * * *" --pool gpus  # each model a child run on any worker
 
@@ -114,8 +115,8 @@ def schedule(ctx: click.Context, cron: str, pool: str | None, name: str, **optio
 
     from mergeval.orchestration.deployments import sibling
 
+    request = sweep_request(ctx, pool=pool, **options)  # a bad sweep file: file:line, exit 2, first
     _need_server()
-    request = sweep_request(ctx, pool=pool, **options)
     check_sweep_inputs(request)
     prefect_defaults(request.ws)
     # serve() finds the flow's file through its module, so the module is registered by name;
