@@ -143,6 +143,8 @@ def test_a_bad_sweep_file_value_names_file_and_line(tmp_path):
     assert f"{bad}:5: merge.dtype: expected one of float32" in proc.stderr
     assert f"{bad}:6: unknown key 'lazy'" in proc.stderr
     assert not (ws / "reports").exists() and not (ws / ".mergeval").exists()  # nothing ran
+    checked = mergeval(ws, "validate", str(bad))
+    assert checked.returncode == 2 and f"{bad}:6: unknown key 'lazy'" in checked.stderr, checked.stderr
     scheduled = mergeval(ws, "schedule", str(bad), "--cron", "0 2 * * *")  # serves the same file
     assert scheduled.returncode == 2 and f"{bad}:5: merge.dtype" in scheduled.stderr, scheduled.stderr
 

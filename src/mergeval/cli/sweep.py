@@ -49,12 +49,22 @@ def zoo(ctx: click.Context, out: Path | None, seed: int, quick: bool, no_judge: 
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.pass_context
 def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
-    """Check recipes and items without merging anything (exit status 2 on any problem)."""
+    """Check recipes, items and sweep files (and what they name) without merging anything
+    (exit status 2 on any problem)."""
+    from mergeval.engine.sweep_file import is_sweep_file, read_sweep_file
     from mergeval.inputs.validate import validate_paths
 
     ws = workspace_of(ctx)
     targets = [ws.resolve(p) for p in paths] or [ws.configs, ws.items]
-    problems = validate_paths(targets, ws)
+    problems = validate_paths([t for t in targets if not is_sweep_file(t)], ws)
+    for sweep_file in filter(is_sweep_file, targets):  # its own keys; then what it names
+        try:
+            params = read_sweep_file(sweep_file)
+        except InputError as e:
+            problems += e.problems
+            continue
+        named = [ws.resolve(params.get("configs", "merge_configs/toy")), ws.resolve(params.get("items", "items/toy"))]
+        problems += validate_paths(named, ws)
     if problems:
         fail_on_input(InputError(problems))
     click.echo(f"ok: {', '.join(str(t) for t in targets)}")
