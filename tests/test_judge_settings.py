@@ -127,3 +127,17 @@ def test_key_is_read_from_the_environment_only(monkeypatch):
     assert "sk-secret-123" not in repr(s) + s.model_dump_json()
     with pytest.raises(Exception):
         s.model = "x"  # frozen
+
+
+def test_the_real_judge_file_loads_as_shipped(tmp_path):
+    """judge/proctora.yaml is for real work: room for feedback before the verdict, its own prompt."""
+    from mergeval.inputs.items import load_items
+    from mergeval.proctora.judge import render_request
+
+    s = load_settings(REPO / "judge" / "proctora.yaml", Workspace(tmp_path))
+    assert s.backend == "transformers" and 256 <= s.max_tokens <= 2048 and s.system
+    assert s.template_text == (REPO / "judge" / "prompt.txt").read_text(encoding="utf-8")
+    item = next(it for it in load_items(REPO / "items" / "roleplay") if it.score_descriptions)
+    prompt = render_request(s, item, "an answer").prompt
+    assert "[RESULT]" in prompt and all(f"Score {n}: {text}" in prompt for n, text in item.score_descriptions)
+    assert prompt.index("Feedback") < prompt.rindex("[RESULT]")  # feedback first, verdict last
