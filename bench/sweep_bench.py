@@ -173,7 +173,8 @@ def bench_batching(world: Path) -> dict:
     model = plan.candidate("spec_add").path
     rates = {}
     for size in (1, 32):
-        with TransformersBackend(model, GenerationSettings(batch_size=size)) as gen:
+        # the toy suite's own answer length (items/toy/suite.yaml), as a sweep uses it
+        with TransformersBackend(model, GenerationSettings(batch_size=size, max_new_tokens=items[0].max_new_tokens)) as gen:
             seconds = timed(lambda: list(gen.answer(items, {it.id for it in items})))
         rates[size] = len(items) / seconds
     return {"one_at_a_time_per_s": round(rates[1], 1), "batched_32_per_s": round(rates[32], 1),

@@ -43,13 +43,23 @@ def report(plan, graded, stats, failures, settings, started) -> str:
 def sweep(
     configs: str = "merge_configs/toy",
     items: str = "items/toy",
-    judge: str = "judge/proctora.yaml",
+    judge: str | None = None,  # None: judge/toy/proctora.yaml for items/toy, else judge/proctora.yaml
     keep: str = "top-3",
     workspace: str | None = None,
     batch_size: int = 32,
-    max_new_tokens: int = 64,
+    max_new_tokens: int = 512,  # for items whose suite.yaml and front matter do not say
     backend: str = "transformers",  # how models answer: transformers, vllm or openai
     endpoint: str | None = None,  # openai: where the models under test are served
+    served_model: str | None = None,  # openai: the name sent, {name} / {path} filled in; None: the folder
+    device: str = "auto",  # where models answer (transformers, vllm)
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    merge_device: str = "cpu",  # engine/build.py MergeSettings: where mergekit merges
+    merge_dtype: str | None = None,  # the merges' out_dtype (part of the build key); None: the recipe's
+    lazy_unpickle: bool = False,
+    low_cpu_memory: bool = False,
+    shard_size: str | None = None,  # mergekit's out_shard_size, e.g. "2B"
     pool: str | None = None,  # a work pool: one child flow run per model, taken by its workers
     overlap: bool = True,  # in one process: build the next merge while this model is answered
     trust_remote_code: list[str] | None = None,  # models whose folder's Python may run (remote_code.py)
@@ -83,4 +93,5 @@ def sweep(
     _log(f"report: {run_dir}/report.md")
     if failures:
         raise SweepFailed(run_dir, len(failures))
+    stages.check_mostly_scored(plan, graded, run_dir)  # a mostly unscored ranking is no result
     return run_dir

@@ -7,8 +7,9 @@ to make; a sweep on bad input must stop before it would need more than that.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
+
+from tests.sweep_helpers import copy_toy_judge
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).resolve().parent / "hostile"
@@ -27,7 +28,7 @@ def make_world(root: Path) -> Path:
     for name in ("base", "spec_add", "spec_rev"):
         (ws / "zoo" / name).mkdir(parents=True)
         (ws / "zoo" / name / "config.json").write_text(json.dumps(LLAMA))
-    shutil.copytree(REPO / "judge", ws / "judge", ignore=shutil.ignore_patterns("calibration"))
+    copy_toy_judge(ws / "judge")
     (ws / "merge_configs" / "mine").mkdir(parents=True)
     (ws / "items" / "mine").mkdir(parents=True)
     (root / "outside").mkdir()

@@ -25,10 +25,19 @@ def make_toy_world(root: Path) -> Path:
     (root / "merge_configs" / "toy").mkdir(parents=True)
     for name in RECIPES:
         shutil.copy(REPO / "merge_configs" / "toy" / name, root / "merge_configs" / "toy" / name)
-    shutil.copytree(REPO / "judge", root / "judge", ignore=shutil.ignore_patterns("calibration"))
+    copy_toy_judge(root / "judge")
     build_zoo(root / "zoo", quick=True, items_dir=root / "items" / "toy",
               template=(root / "judge" / "prompt.txt").read_text(encoding="utf-8"), log=lambda m: None)
     return root
+
+
+def copy_toy_judge(folder: Path) -> Path:
+    """The toy Proctora's settings and prompt (judge/toy/) as `folder`'s judge: a toy world is a
+    workspace whose judge/proctora.yaml is the toy judge, so tests may edit it there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("proctora.yaml", "prompt.txt"):
+        shutil.copy(REPO / "judge" / "toy" / name, folder / name)
+    return folder
 
 
 def shrink_world(ws: Path, recipes: tuple[str, ...], items_per_skill: int) -> Path:

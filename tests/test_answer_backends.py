@@ -77,3 +77,70 @@ def test_vllm_backend_answers_like_the_in_process_model(model_and_items, tmp_pat
     assert stage.computed == len(items)
     agree = sum(stage.answers[it.id]["answer"] == local.answers[it.id]["answer"] for it in items)
     assert agree >= len(items) - 1  # bf16/fp32 kernels may flip one near-tie
+
+
+# The engine's own process (vllm_backend.py), with a stand-in `vllm` module: what is tested is
+# the process plumbing (start, answer, per-call settings, stop, errors), which is ours; vLLM's
+# engine itself needs a CUDA GPU (the test above).
+FAKE_VLLM = '''
+import os
+class SamplingParams:
+    def __init__(self, **kw):
+        self.kw = kw
+class _Out:
+    def __init__(self, text, n):
+        self.text, self.token_ids = text, list(range(n))
+class _Req:
+    def __init__(self, conv, p):
+        self.prompt_token_ids = [0] * len(conv)
+        self.outputs = [_Out(f" pid {os.getpid()} max {p.kw['max_tokens']} q {conv[-1]['content']} ", 3)]
+class LLM:
+    def __init__(self, model, seed, gpu_memory_utilization, trust_remote_code):
+        if model.endswith("missing"):
+            raise FileNotFoundError(model)
+    def chat(self, conversations, params, use_tqdm):
+        return [_Req(c, params) for c in conversations]
+'''
+
+
+def test_vllm_backend_runs_each_engine_in_a_process_of_its_own(model_and_items, tmp_path, monkeypatch):
+    import dataclasses
+    import os
+    import sys
+
+    from mergeval.answering.vllm_backend import VLLMBackend, VLLMEngineError
+
+    (tmp_path / "vllm").mkdir()
+    (tmp_path / "vllm" / "__init__.py").write_text(FAKE_VLLM)
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])  # the spawned engine imports it too
+    model, items = model_and_items
+    settings = GenerationSettings(max_new_tokens=6, backend="vllm", batch_size=2)
+    pids = []
+    for _ in range(2):  # two models in a row: two engines, two processes
+        with VLLMBackend(model, settings) as gen:
+            proc = gen._proc
+            gen.settings = dataclasses.replace(settings, max_new_tokens=9)  # read at each call
+            (batch, texts, usage), = list(gen.answer(items, {items[0].id}))
+            assert batch == [items[0]] and usage[0]["completion_tokens"] == 3
+            assert texts[0] == f"pid {proc.pid} max 9 q {items[0].question}" and proc.pid != os.getpid()
+            pids.append(proc.pid)
+        assert not proc.is_alive() and proc.exitcode == 0  # its exit gave the GPU memory back
+    assert pids[0] != pids[1]
+    with pytest.raises(VLLMEngineError, match="could not load .*missing: FileNotFoundError"):
+        VLLMBackend(tmp_path / "missing", settings)
+
+
+def test_the_served_model_name_is_sent_not_the_folder(model_and_items, transformers_serve, tmp_path):
+    """--served-model '{name}'-style templates: the server gets the name, not our folder's path."""
+    import httpx
+
+    model, items = model_and_items
+    (tmp_path / "served-as").symlink_to(model)  # a name the server resolves, other than the folder
+    named = GenerationSettings(max_new_tokens=6, backend="openai", endpoint=transformers_serve,
+                               served_model=str(tmp_path / "{name}"))
+    stage = answer_items("m", model, items[:2], named.for_model("served-as", model), tmp_path / "named.jsonl")
+    assert stage.computed == 2
+    unknown = named.for_model("no-such-model", model)
+    assert unknown.served_model == str(tmp_path / "no-such-model")
+    with pytest.raises(httpx.HTTPStatusError):  # the server was asked for that name, and has no such model
+        answer_items("m", model, items[:2], unknown, tmp_path / "unknown.jsonl")

@@ -130,7 +130,7 @@ def test_the_canary_is_never_sent_to_a_model(tmp_path):
     for path in folder.rglob("*.*"):  # the same items without their canary line
         path.write_text("".join(ln for ln in path.read_text().splitlines(True) if not ln.startswith("canary:")))
     unmarked = {it.id: it for it in load_items(folder)}
-    template = (REPO / "judge" / "prompt.txt").read_text()
+    template = (REPO / "judge" / "toy" / "prompt.txt").read_text()
     judge = SimpleNamespace(template_text=template, scale=(1, 5))
     for it in marked:
         twin = unmarked[it.id]

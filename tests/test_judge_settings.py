@@ -29,11 +29,11 @@ def test_default_judge_file_loads(tmp_path):
     ws = Workspace(tmp_path)
     (tmp_path / "judge").mkdir()
     for name in ("proctora.yaml", "prompt.txt"):
-        shutil.copy(REPO / "judge" / name, tmp_path / "judge" / name)
+        shutil.copy(REPO / "judge" / "toy" / name, tmp_path / "judge" / name)
     s = load_settings(ws.judge_file, ws)
     assert s.backend == "transformers" and s.model == str(tmp_path / "zoo" / "proctora")
     assert (s.max_tokens, s.samples, s.scale, s.temperature) == (8, 1, (1, 5), 0.0)
-    assert s.template_text == (REPO / "judge" / "prompt.txt").read_text(encoding="utf-8")
+    assert s.template_text == (REPO / "judge" / "toy" / "prompt.txt").read_text(encoding="utf-8")
 
 
 def test_unknown_key_names_file_and_line(tmp_path):
@@ -127,3 +127,17 @@ def test_key_is_read_from_the_environment_only(monkeypatch):
     assert "sk-secret-123" not in repr(s) + s.model_dump_json()
     with pytest.raises(Exception):
         s.model = "x"  # frozen
+
+
+def test_the_real_judge_file_loads_as_shipped(tmp_path):
+    """judge/proctora.yaml is for real work: room for feedback before the verdict, its own prompt."""
+    from mergeval.inputs.items import load_items
+    from mergeval.proctora.judge import render_request
+
+    s = load_settings(REPO / "judge" / "proctora.yaml", Workspace(tmp_path))
+    assert s.backend == "transformers" and 256 <= s.max_tokens <= 2048 and s.system
+    assert s.template_text == (REPO / "judge" / "prompt.txt").read_text(encoding="utf-8")
+    item = next(it for it in load_items(REPO / "items" / "roleplay") if it.score_descriptions)
+    prompt = render_request(s, item, "an answer").prompt
+    assert "[RESULT]" in prompt and all(f"Score {n}: {text}" in prompt for n, text in item.score_descriptions)
+    assert prompt.index("Feedback") < prompt.rindex("[RESULT]")  # feedback first, verdict last

@@ -8,7 +8,7 @@ from mergeval.proctora.parse import Verdict, parse_verdict
 from mergeval.proctora.prompt import render_prompt
 
 SCALE = (1, 5)
-TEMPLATE = (Path(__file__).resolve().parents[1] / "judge" / "prompt.txt").read_text(encoding="utf-8")
+TEMPLATE = (Path(__file__).resolve().parents[1] / "judge" / "toy" / "prompt.txt").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(

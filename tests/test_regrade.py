@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tests.sweep_helpers import copy_toy_judge
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = "linear_half.yaml"  # one merge + its two parents: three models to regrade
 N_ITEMS = 20  # 10 add + 10 rev of the 200 toy items: every path, a fraction of the time
@@ -44,8 +46,7 @@ def judge_world(tmp_path_factory) -> tuple[Path, Path]:
     if not done.exists():
         (root / "merge_configs" / "toy").mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "merge_configs" / "toy" / RECIPE, root / "merge_configs" / "toy" / RECIPE)
-        shutil.copytree(REPO / "judge", root / "judge", ignore=shutil.ignore_patterns("calibration"),
-                        dirs_exist_ok=True)
+        copy_toy_judge(root / "judge")
         build_zoo(root / "zoo", quick=True, items_dir=root / "items" / "toy",
                   template=(root / "judge" / "prompt.txt").read_text(encoding="utf-8"), log=lambda m: None)
         for path in (root / "items" / "toy").rglob("*.txt"):

@@ -67,7 +67,7 @@ def world(root: Path) -> tuple[Workspace, Path]:
         (root / "items" / "mine" / f"q{n}.txt").parent.mkdir(parents=True, exist_ok=True)
         (root / "items" / "mine" / f"q{n}.txt").write_text(ITEM.format(n=n))
     (root / "judge").mkdir()
-    shutil.copy(REPO / "judge" / "prompt.txt", root / "judge" / "prompt.txt")
+    shutil.copy(REPO / "judge" / "toy" / "prompt.txt", root / "judge" / "prompt.txt")
     (root / "judge" / "proctora.yaml").write_text("model: zoo/plain\nmax_tokens: 8\n")
     return Workspace(root), sentinel
 

@@ -224,3 +224,25 @@ def all_logs(client, flow_run_id) -> list:
         logs += batch
         if len(batch) < page:
             return logs
+
+
+def test_the_ui_on_another_port_is_told_that_port(prefect_server, tmp_path):
+    """`mergeval server --port N`: the UI's /ui-settings must point it at N's API, not 4200,
+    and the UI loaded in a browser then asks that API."""
+    import json
+
+    from tests.browser import browser_page
+
+    assert not prefect_server.endswith(":4200")
+    with urllib.request.urlopen(f"{prefect_server}/ui-settings", timeout=10) as r:
+        settings = json.loads(r.read())
+    assert settings["api_url"] == f"{prefect_server}/api"
+    with urllib.request.urlopen(f"{settings['api_url']}/health", timeout=10) as r:  # and it answers there
+        assert r.status == 200
+    with browser_page(tmp_path) as page:
+        asked = []
+        page.on("request", lambda req: asked.append(req.url))
+        page.goto(f"{prefect_server}/dashboard")
+        page.wait_for_load_state("networkidle")
+    assert any(u.startswith(f"{prefect_server}/api/") for u in asked), asked
+    assert not any(":4200" in u for u in asked), [u for u in asked if ":4200" in u]

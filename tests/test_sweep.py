@@ -194,3 +194,22 @@ def test_the_default_keep_prunes_and_an_edited_item_rebuilds_only_the_pruned_mer
         in proc.stdout + proc.stderr
     assert "1 merge(s) were built again" in (run_dir_of(proc) / "report.md").read_text()
     assert len(on_disk()) == 3
+
+
+def test_the_shipped_toy_sweep_file_runs_what_make_demo_runs(world, baseline, tmp_path):
+    """`mergeval sweep sweeps/toy.yaml` in the repository's layout (judge/toy/ beside the real
+    judge): the toy judge, the toy suite's answer length; the same work as the plain sweep, so
+    everything comes from the caches."""
+    import shutil
+
+    from tests.sweep_helpers import REPO
+
+    ws = copy_world(world, tmp_path / "ws", with_state=True)
+    shutil.copytree(REPO / "judge" / "toy", ws / "judge" / "toy")
+    shutil.copytree(REPO / "sweeps", ws / "sweeps")
+    for name in ("proctora.yaml", "prompt.txt"):  # the real judge's files, as in the repository
+        shutil.copy(REPO / "judge" / name, ws / "judge" / name)
+    run = run_json(run_dir_of(run_sweep(ws, "sweeps/toy.yaml")))
+    assert run["settings"]["judge"] == "judge/toy/proctora.yaml" and run["settings"]["keep"] == "all"  # flag wins
+    for name in ("build", "answer", "grade"):
+        assert stage(run, name)["items_executed"] == 0, (name, stage(run, name))

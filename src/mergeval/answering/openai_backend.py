@@ -28,10 +28,11 @@ class OpenAIBackend:
         import httpx  # trust_remote_code is the server's business: nothing is loaded here
 
         self.settings = settings
-        self.model = str(Path(model_dir).resolve())
-        # The server applies the model's template: refusals are folded here first, from the same
-        # folder's tokenizer (the server is asked for the model by that folder's path).
-        self.tokenizer = local_tokenizer(self.model) if Path(self.model).is_dir() else None
+        # the served name (settings.for_model filled it in); the folder's path as a last resort
+        self.model = settings.served_model or str(Path(model_dir).resolve())
+        # The server applies the model's template: refusals are folded here first, from the
+        # model folder's own tokenizer.
+        self.tokenizer = local_tokenizer(str(model_dir)) if Path(model_dir).is_dir() else None
         key = os.environ.get(API_KEY_ENV)
         self.client = httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0),
                                    headers={"Authorization": f"Bearer {key}"} if key else {})

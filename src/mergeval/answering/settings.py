@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,7 +33,9 @@ LOCAL_KEYS = {  # per backend, the settings beside sampling that change its answ
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    max_new_tokens: int = 64  # the toy items need a handful; raise it for real models
+    # Longest answer, for items whose suite (items/<suite>/suite.yaml) and front matter do not
+    # say: a real answer (a paragraph, a 250-word scene) needs hundreds. The toy suite says 64.
+    max_new_tokens: int = 512
     temperature: float = 0.0  # greedy by default: a ranking should not move between runs
     top_p: float = 1.0
     seed: int = 0
@@ -42,11 +44,17 @@ class GenerationSettings:
     device: str = "auto"  # "auto": cuda when available, else cpu
     endpoint: str | None = None  # openai: the server's base URL, e.g. http://127.0.0.1:8000/v1
     dtype: str = "auto"  # transformers: "auto" = float32 on a CPU, the checkpoint's dtype on a GPU
+    # openai: the model name sent to the server, per model under test: {name} = the model as the
+    # ranking names it (vLLM's --served-model-name), {path} = its folder. None: the folder's path,
+    # which `transformers serve` loads; set it for a server that knows its models by name.
+    served_model: str | None = None
 
     def fingerprint(self) -> str:
         d = asdict(self)
         for name in ("batch_size", "device", "endpoint", "dtype"):
             d.pop(name)
+        if d["served_model"] is None:  # keyed only when set
+            d.pop("served_model")
         keyed = LOCAL_KEYS.get(self.backend, ())
         if "device" in keyed:
             d["device"] = effective_device(self.device)
@@ -56,6 +64,16 @@ class GenerationSettings:
             d["batch_size"] = self.batch_size
         return content_hash({"key_version": KEY_VERSION, **d})
 
+    def for_model(self, name: str, path) -> "GenerationSettings":
+        """These settings for one model under test: the served name filled in (openai)."""
+        if self.backend != "openai":
+            return self
+        template = self.served_model or "{path}"
+        return replace(self, served_model=template.format(name=name, path=str(Path(path).resolve())))
+
+    def tokens_for(self, item_max_new_tokens: int | None) -> int:
+        """The answer length used for an item: its own (front matter or suite.yaml), else ours."""
+        return item_max_new_tokens or self.max_new_tokens
 
 def effective_dtype(dtype: str, device: str) -> str:
     """"auto" as the transformers backend loads it: float32 on a CPU (bfloat16 matmuls there are

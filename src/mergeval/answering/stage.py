@@ -14,7 +14,7 @@ the model's chat template and why (chat.py).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,6 +39,16 @@ def prompt_key(item: Item) -> str:
     return _prompt_key(item.system, item.turns, item.question)
 
 
+def record_key(item: Item, settings: GenerationSettings) -> str:
+    """A saved answer's key: the prompt, and the answer length used for this item. The file is
+    per settings (their length included), so an item answered at that length keeps its plain
+    prompt key, and one whose suite or front matter sets another length gets its own."""
+    used = settings.tokens_for(item.max_new_tokens)
+    if used == settings.max_new_tokens:
+        return prompt_key(item)
+    return content_hash({"prompt": prompt_key(item), "max_new_tokens": used})
+
+
 @lru_cache(maxsize=65536)  # asked for every item of every model on each pass over the plan
 def _prompt_key(system: str | None, turns: tuple, question: str) -> str:
     return content_hash({"system": system, "turns": turns, "question": question})
@@ -48,14 +58,16 @@ def answers_file(state: Path, model_id: str, settings: GenerationSettings) -> Pa
     return state / "answers" / model_id / f"{settings.fingerprint()[:16]}.jsonl"
 
 
-def saved_answers(path: Path, items: list[Item]) -> dict[str, dict]:
-    """Item id → saved answer record, for the items that have one."""
+def saved_answers(path: Path, items: list[Item], settings: GenerationSettings | None = None) -> dict[str, dict]:
+    """Item id → saved answer record, for the items that have one (at the length `settings`
+    give each item; None: the items' plain prompt keys)."""
     saved = {r["prompt_hash"]: r for r in store.read_jsonl(path)}
-    return {it.id: saved[prompt_key(it)] for it in items if prompt_key(it) in saved}
+    keys = {it.id: record_key(it, settings) if settings else prompt_key(it) for it in items}
+    return {it.id: saved[keys[it.id]] for it in items if keys[it.id] in saved}
 
 
-def missing_items(path: Path, items: list[Item]) -> list[Item]:
-    saved = saved_answers(path, items)
+def missing_items(path: Path, items: list[Item], settings: GenerationSettings | None = None) -> list[Item]:
+    saved = saved_answers(path, items, settings)
     return [it for it in items if it.id not in saved]
 
 
@@ -70,18 +82,27 @@ def answer_items(
 ) -> AnswerStage:
     started = time.perf_counter()
     repaired = len(store.repair_jsonl(path))  # damaged records out, so their items are answered again
-    todo = missing_items(path, items)
+    todo = missing_items(path, items, settings)
     if todo:
         with backends.load(settings.backend)(model_dir, settings, trust_remote_code) as gen:
             done = 0
-            for batch, texts, usage in gen.answer(items, {it.id for it in todo}):
-                store.append_jsonl(path, [_record(model_id, it, t, u) for it, t, u in zip(batch, texts, usage)],
-                                   sealed=True)
-                done += len(batch)
-                log(f"{model_id}: answered {done}/{len(todo)}")
-    return AnswerStage(saved_answers(path, items), len(todo), len(items) - len(todo), time.perf_counter() - started,
-                       repaired)
+            # One pass per answer length: the backend reads its settings at each answer() call,
+            # so one loaded model answers every group (most suites have a single length).
+            for length in sorted({settings.tokens_for(it.max_new_tokens) for it in items}):
+                group = [it for it in items if settings.tokens_for(it.max_new_tokens) == length]
+                wanted = {it.id for it in todo if settings.tokens_for(it.max_new_tokens) == length}
+                if not wanted:
+                    continue
+                gen.settings = replace(settings, max_new_tokens=length)
+                for batch, texts, usage in gen.answer(group, wanted):
+                    store.append_jsonl(path, [_record(model_id, it, t, u, settings)
+                                              for it, t, u in zip(batch, texts, usage)], sealed=True)
+                    done += len(batch)
+                    log(f"{model_id}: answered {done}/{len(todo)}")
+    return AnswerStage(saved_answers(path, items, settings), len(todo), len(items) - len(todo),
+                       time.perf_counter() - started, repaired)
 
 
-def _record(model_id: str, item: Item, text: str, usage: dict) -> dict:
-    return {"model": model_id, "item_id": item.id, "prompt_hash": prompt_key(item), "answer": text, **usage}
+def _record(model_id: str, item: Item, text: str, usage: dict, settings: GenerationSettings) -> dict:
+    return {"model": model_id, "item_id": item.id, "prompt_hash": record_key(item, settings), "answer": text,
+            "max_new_tokens": settings.tokens_for(item.max_new_tokens), **usage}

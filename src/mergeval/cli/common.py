@@ -30,15 +30,26 @@ def fail_on_input(err: InputError) -> None:
 
 
 def sweep_options(command):
-    """CONFIGS, --items, --judge, --keep, --batch-size, --max-new-tokens, --trust-remote-code."""
+    """CONFIGS (or a sweep file), --items, --judge, --keep, the answering and merge options,
+    --trust-remote-code. Every option defaults to None: given, it overrides the sweep file;
+    not given, the file's value or SweepRequest's default is used."""
     for option in reversed([
-        click.argument("configs", required=False, default="merge_configs/toy"),
-        click.option("--items", default="items/toy", show_default=True, help="Item suite folder."),
-        click.option("--judge", default="judge/proctora.yaml", show_default=True, help="Proctora settings."),
-        click.option("--keep", default="top-3", show_default=True,
-                     help="Merged weights kept on disk: all, none or top-K."),
-        click.option("--batch-size", default=32, show_default=True, help="Items answered per generate() call."),
-        click.option("--max-new-tokens", default=64, show_default=True, help="Longest answer, in tokens."),
+        click.argument("configs", required=False, default=None, metavar="[CONFIGS|SWEEP.yaml]"),
+        click.option("--items", default=None, help="Item suite folder.  [default: items/toy]"),
+        click.option("--judge", default=None, help="Proctora settings.  [default: judge/toy/proctora.yaml for "
+                     "items/toy, else judge/proctora.yaml]"),
+        click.option("--keep", default=None, help="Merged weights kept on disk: all, none or top-K.  [default: top-3]"),
+        click.option("--batch-size", type=int, default=None, help="Items answered per generate() call (openai: "
+                     "requests in flight).  [default: 32]"),
+        click.option("--max-new-tokens", type=int, default=None, help="Longest answer, in tokens, for items whose "
+                     "suite.yaml and front matter do not say.  [default: 512]"),
+        click.option("--backend", default=None, help="How models answer: transformers, vllm or openai (a served "
+                     "model).  [default: transformers]"),
+        click.option("--endpoint", default=None, help="openai: the server's base URL, e.g. http://127.0.0.1:8000/v1."),
+        click.option("--served-model", default=None, help="openai: the model name sent per model under test; "
+                     "{name} = the model as ranked, {path} = its folder.  [default: the folder's path]"),
+        click.option("--device", default=None, help="Where models answer: auto, cpu, cuda.  [default: auto]"),
+        click.option("--merge-device", default=None, help="Where mergekit merges: cpu, cuda.  [default: cpu]"),
         click.option("--trust-remote-code", "trust_remote_code", multiple=True, metavar="MODEL",
                      help="Let MODEL (as the ranking names it, or a source's path) run the Python in its "
                      "folder; repeat per model. A merge needs its sources named too. Default: no model."),
@@ -48,11 +59,22 @@ def sweep_options(command):
 
 
 def sweep_request(ctx: click.Context, trust_remote_code=(), **options):
-    """The sweep request made of sweep_options' values (and the command's own, e.g. pool)."""
+    """The sweep request made of sweep_options' values (and the command's own, e.g. pool); when
+    CONFIGS is a sweep file, its settings with every option given on the command line over them."""
     from mergeval.engine.request import SweepRequest
+    from mergeval.engine.sweep_file import is_sweep_file, read_sweep_file
 
-    return SweepRequest.from_parameters(workspace=workspace_of(ctx).root, trust_remote_code=trust_remote_code,
-                                        **options)
+    ws = workspace_of(ctx)
+    params: dict = {}
+    if options.get("configs") and is_sweep_file(ws.resolve(options["configs"])):
+        try:
+            params = read_sweep_file(ws.resolve(options.pop("configs")))
+        except InputError as e:
+            fail_on_input(e)
+    params.update({k: v for k, v in options.items() if v is not None})
+    if trust_remote_code:
+        params["trust_remote_code"] = trust_remote_code
+    return SweepRequest.from_parameters(workspace=ws.root, **params)
 
 
 def check_sweep_inputs(request):

@@ -60,13 +60,14 @@ def regrade(ctx: click.Context, run: str, judge: str | None) -> None:
 
 
 @click.command()
-@click.option("--judge", default="judge/proctora.yaml", show_default=True, help="Proctora settings.")
+@click.option("--judge", default=None, help="Proctora settings.  [default: with --from-run, the run's judge "
+              "(judge/toy/proctora.yaml for a toy run); else judge/proctora.yaml]")
 @click.option("--labels", help="Labels file or folder (default: judge/calibration/labels.jsonl; "
                                "with --from-run: judge/calibration/from-runs/<run>.jsonl).")
 @click.option("--from-run", "from_run", help="First make exact-match labels from this run's checks "
                                              "(a run folder, a name under reports/, or latest).")
 @click.pass_context
-def calibrate(ctx: click.Context, judge: str, labels: str | None, from_run: str | None) -> None:
+def calibrate(ctx: click.Context, judge: str | None, labels: str | None, from_run: str | None) -> None:
     """Grade labelled answers with Proctora and report its agreement with the labels.
 
     \b
@@ -81,9 +82,12 @@ def calibrate(ctx: click.Context, judge: str, labels: str | None, from_run: str 
 
     ws = ctx.obj["workspace"]
     try:
+        run_dir = find_run(ws, from_run) if from_run else None
+        if judge is None:  # a run's labels are graded by the judge that graded the run
+            recorded = json.loads((run_dir / "run.json").read_text(encoding="utf-8")) if run_dir else {}
+            judge = recorded.get("settings", {}).get("judge") or "judge/proctora.yaml"
         settings = load_settings(ws.resolve(judge), ws)
-        if from_run:
-            run_dir = find_run(ws, from_run)
+        if run_dir:
             made, skipped = cal.labels_from_run(run_dir, tuple(settings.scale))
             path = ws.resolve(labels) if labels else ws.root / cal.FROM_RUNS / f"{run_dir.name}.jsonl"
             write_atomic(path, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in made))

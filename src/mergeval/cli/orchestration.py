@@ -3,6 +3,7 @@
     mergeval server                                   # Prefect server + UI on 127.0.0.1:4200
     export PREFECT_API_URL=http://127.0.0.1:4200/api  # then every sweep shows up in the UI
     mergeval schedule --cron "0 2 * * *"              # the toy sweep every night at 02:00
+    mergeval schedule sweeps/mine.yaml --cron "0 2 * * *"   # the sweep a sweep file describes
     mergeval worker --pool gpus                       # on each GPU box, sharing the workspace
     mergeval schedule --cron "0 2 * * *" --pool gpus  # each model a child run on any worker
 
@@ -64,6 +65,12 @@ def server(port: int) -> None:
     click.echo(f"Prefect UI: {url}\nPoint sweeps, schedules and workers at it with:\n"
                f"  export PREFECT_API_URL={url}/api\n", err=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The UI asks /ui-settings where the API is; Prefect answers PREFECT_UI_API_URL, else
+    # PREFECT_API_URL, else the *setting* PREFECT_SERVER_API_PORT (4200), never the --port this
+    # server listens on. Say it, unless the user chose a URL for the UI (e.g. behind a proxy).
+    if not (os.environ.get("PREFECT_UI_API_URL") or os.environ.get("PREFECT_SERVER_UI_API_URL")):
+        os.environ["PREFECT_SERVER_UI_API_URL"] = f"{url}/api"
+    os.environ["PREFECT_SERVER_API_PORT"] = str(port)
     # replace this process: Ctrl-C and kill reach the server itself, nothing is left behind
     os.execv(sys.executable, [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                               "--port", str(port)])
@@ -108,8 +115,8 @@ def schedule(ctx: click.Context, cron: str, pool: str | None, name: str, **optio
 
     from mergeval.orchestration.deployments import sibling
 
+    request = sweep_request(ctx, pool=pool, **options)  # a bad sweep file: file:line, exit 2, first
     _need_server()
-    request = sweep_request(ctx, pool=pool, **options)
     check_sweep_inputs(request)
     prefect_defaults(request.ws)
     # serve() finds the flow's file through its module, so the module is registered by name;

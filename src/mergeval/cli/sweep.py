@@ -60,7 +60,7 @@ def zoo(ctx: click.Context, out: Path | None, seed: int, train: bool, quick: boo
     if train:  # from scratch: a model left from an earlier recipe or seed must not be reused
         for name in shipped.MODELS:
             shutil.rmtree(out / name, ignore_errors=True)
-    template = (ws.judge_dir / "prompt.txt")
+    template = ws.toy_judge_file.parent / "prompt.txt"  # the toy judge learns this exact template
     paths = build_zoo(out, seed=seed, quick=quick, judge=not no_judge,
                       template=template.read_text(encoding="utf-8") if template.exists() else None,
                       log=click.echo)
@@ -74,12 +74,22 @@ def zoo(ctx: click.Context, out: Path | None, seed: int, train: bool, quick: boo
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.pass_context
 def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
-    """Check recipes and items without merging anything (exit status 2 on any problem)."""
+    """Check recipes, items and sweep files (and what they name) without merging anything
+    (exit status 2 on any problem)."""
+    from mergeval.engine.sweep_file import is_sweep_file, read_sweep_file
     from mergeval.inputs.validate import validate_paths
 
     ws = workspace_of(ctx)
     targets = [ws.resolve(p) for p in paths] or [ws.configs, ws.items]
-    problems = validate_paths(targets, ws)
+    problems = validate_paths([t for t in targets if not is_sweep_file(t)], ws)
+    for sweep_file in filter(is_sweep_file, targets):  # its own keys; then what it names
+        try:
+            params = read_sweep_file(sweep_file)
+        except InputError as e:
+            problems += e.problems
+            continue
+        named = [ws.resolve(params.get("configs", "merge_configs/toy")), ws.resolve(params.get("items", "items/toy"))]
+        problems += validate_paths(named, ws)
     if problems:
         fail_on_input(InputError(problems))
     click.echo(f"ok: {', '.join(str(t) for t in targets)}")
@@ -120,13 +130,16 @@ def build_cmd(ctx: click.Context, recipes: tuple[Path, ...]) -> None:
 def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> None:
     """Merge every recipe in CONFIGS, answer and grade every item, rank, write the report.
 
+    CONFIGS may be a sweep file (sweeps/toy.yaml; its keys: mergeval/engine/sweep_file.py)
+    holding everything the sweep needs; the options given here override it.
+
     \b
     A re-run that finds every answer and grade saved, with no Prefect server configured, only
     ranks and writes the run folder: Prefect's temporary server would show it to no one.
     """
     from mergeval.orchestration.early_server import prefect_server_starting
 
-    request = sweep_request(ctx, pool=pool, overlap=not sequential, **options)
+    request = sweep_request(ctx, pool=pool, overlap=False if sequential else None, **options)
     prefect_defaults(request.ws)
     try:
         with prefect_server_starting() as server:  # on the other core, while the inputs are checked
@@ -136,9 +149,9 @@ def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> 
             check_judge(plan)
             flow = load_flow(request.ws)
     except NothingLeft:
-        summarize(rank_finished_sweep(request, plan))
-        return
-    outcome = flow(**request.parameters(), return_state=True).result(raise_on_failure=False)
+        outcome = rank_finished_sweep(request, plan)
+    else:
+        outcome = flow(**request.parameters(), return_state=True).result(raise_on_failure=False)
     if isinstance(outcome, SweepFailed):
         summarize(Path(outcome.run_dir))
         click.echo(f"\n{outcome}", err=True)
@@ -153,10 +166,16 @@ class NothingLeft(Exception):
     """Raised inside the server's start-up block to stop it: the sweep has only ranking left."""
 
 
-def rank_finished_sweep(request, plan) -> Path:
+def rank_finished_sweep(request, plan) -> str | SweepFailed:
     """The run folder of a sweep whose every stage is saved: the engine's own loop, which finds
-    each stage done (counted as cached, as Prefect would), prunes for --keep and ranks."""
+    each stage done (counted as cached, as Prefect would), prunes for --keep and ranks; or, as
+    the flow would end, the failure of a mostly unscored ranking."""
     from mergeval.core.lock import workspace_lock
 
     with workspace_lock(request.ws.state):  # one sweep per workspace, as in the flow
-        return stages.run_direct(plan, request.settings_record(plan), log=click.echo, keep=request.keep)
+        run_dir = stages.run_direct(plan, request.settings_record(plan), log=click.echo, keep=request.keep)
+    try:
+        stages.check_mostly_scored(plan, list(plan.candidates), run_dir)
+    except SweepFailed as e:
+        return e
+    return str(run_dir)

@@ -44,3 +44,17 @@ class SweepFailed(RuntimeError):
 
     def __str__(self) -> str:
         return f"{self.failures} model(s) failed; see {self.run_dir}/report.md"
+
+
+class MostlyUnscored(SweepFailed):
+    """More than half the grades are unscored: the run folder is written, but its ranking
+    says little or nothing (an all-NaN ranking is never a success)."""
+
+    def __init__(self, run_dir: str, unscored: int, total: int, first_reason: str):
+        super().__init__(run_dir, 0)
+        self.args = (run_dir, unscored, total, first_reason)  # what pickle rebuilds it from
+        self.unscored, self.total, self.first_reason = unscored, total, first_reason
+
+    def __str__(self) -> str:
+        return (f"{self.unscored} of {self.total} grades are unscored; the first: {self.first_reason}\n"
+                f"see {self.run_dir}/report.md")

@@ -49,6 +49,11 @@ class Workspace:
         return self.judge_dir / "proctora.yaml"
 
     @property
+    def toy_judge_file(self) -> Path:
+        """The toy Proctora's settings (the zoo trains it on toy/prompt.txt): the toy suite's judge."""
+        return self.judge_dir / "toy" / "proctora.yaml"
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
 

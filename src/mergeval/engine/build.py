@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -34,6 +34,24 @@ DEFAULT_SEED = 0  # every merge gets a seed, so stochastic methods rebuild bit-i
 
 class BuildError(RuntimeError):
     """A merge that could not be built; the message names the recipe and says why."""
+
+
+@dataclass(frozen=True)
+class MergeSettings:
+    """How mergekit runs (its MergeOptions), from a sweep file's `merge:` or the CLI.
+
+    Only `dtype` changes the merged weights, so only it enters the build key (and only when
+    set: every key made without it stays valid); the rest change speed, memory or file layout.
+    """
+
+    device: str = "cpu"  # where tensors are merged: cpu, cuda, cuda:1
+    dtype: str | None = None  # the merge's out_dtype (float32, bfloat16, float16); None: the recipe's
+    lazy_unpickle: bool = False  # mergekit's experimental lazy loader of .bin pickles: less memory
+    low_cpu_memory: bool = False  # keep results on the accelerator instead of copying back
+    shard_size: str | None = None  # mergekit's out_shard_size, e.g. "2B" or "5B"; None: mergekit's 5B
+
+
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -57,20 +75,22 @@ def _with_fingerprints(node, fingerprints: dict[str, str]):
     return node
 
 
-def build_key(recipe: Recipe, fingerprints: dict[str, str] | None = None) -> str:
-    """Hash of the normalized recipe, its sources' content, mergekit's version and the seed.
+def build_key(recipe: Recipe, fingerprints: dict[str, str] | None = None, merge: MergeSettings | None = None) -> str:
+    """Hash of the normalized recipe, its sources' content, mergekit's version and the seed
+    (and the sweep's merge dtype, when it sets one).
 
     Paths do not enter the key, so a moved workspace or a renamed recipe file still hits.
     """
     if fingerprints is None:
         fingerprints = {str(p): model_dirs.fingerprint(p) for p in recipe.sources}
-    return content_hash(
-        {
-            "recipe": _with_fingerprints(recipe.config, fingerprints),
-            "mergekit": version("mergekit"),
-            "seed": seed_of(recipe),
-        }
-    )
+    data = {
+        "recipe": _with_fingerprints(recipe.config, fingerprints),
+        "mergekit": version("mergekit"),
+        "seed": seed_of(recipe),
+    }
+    if merge is not None and merge.dtype is not None:
+        data["out_dtype"] = merge.dtype
+    return content_hash(data)
 
 
 def seed_of(recipe: Recipe) -> int:
@@ -154,10 +174,14 @@ def _pid_alive(pid: int) -> bool:
 
 
 def build(
-    recipe: Recipe, workspace: Workspace, *, device: str = "cpu", key: str | None = None,
+    recipe: Recipe, workspace: Workspace, *, device: str | None = None, key: str | None = None,
     trust_remote_code: bool = False,  # mergekit may run the sources' own code: only when the user named them
+    merge: MergeSettings | None = None,
 ) -> BuiltModel:
-    key = key or build_key(recipe)
+    merge = merge or MergeSettings()
+    if device is not None:
+        merge = replace(merge, device=device)
+    key = key or build_key(recipe, merge=merge)
     final = output_dir(workspace, recipe, key)
     damaged = None
     if (final / store.MARKER).is_file():
@@ -180,7 +204,7 @@ def build(
     config_file = tmp.parent / f".tmp-{final.name}-{os.getpid()}.yaml"
     started = time.perf_counter()
     try:
-        _merge_into(recipe, tmp, config_file, device, trust_remote_code)
+        _merge_into(recipe, tmp, config_file, merge, trust_remote_code)
         store.write_atomic(tmp / "mergeval_recipe.yaml", recipe.text)
         os.replace(tmp, final)
         seconds = time.perf_counter() - started
@@ -196,13 +220,19 @@ def build(
     return BuiltModel(recipe.name, key, final, cached=False, seconds=seconds, repaired=damaged)
 
 
-def _merge_into(recipe: Recipe, tmp: Path, config_file: Path, device: str, trust_remote_code: bool = False) -> None:
+def _merge_into(recipe: Recipe, tmp: Path, config_file: Path, merge: MergeSettings,
+                trust_remote_code: bool = False) -> None:
     """Run mergekit in its own process, writing the merge into `tmp`."""
     store.remove_tree(tmp)
     tmp.mkdir()
-    store.write_atomic(config_file, yaml.safe_dump(recipe.config, sort_keys=False))
+    config = dict(recipe.config, out_dtype=merge.dtype) if merge.dtype else recipe.config
+    store.write_atomic(config_file, yaml.safe_dump(config, sort_keys=False))
     cmd = [sys.executable, "-m", "mergeval.engine.merge_worker", str(config_file), str(tmp),
-           "--seed", str(seed_of(recipe)), "--device", device] + (["--trust-remote-code"] if trust_remote_code else [])
+           "--seed", str(seed_of(recipe)), "--device", merge.device]
+    cmd += ["--trust-remote-code"] if trust_remote_code else []
+    cmd += ["--lazy-unpickle"] if merge.lazy_unpickle else []
+    cmd += ["--low-cpu-memory"] if merge.low_cpu_memory else []
+    cmd += ["--shard-size", merge.shard_size] if merge.shard_size else []
     proc = subprocess.run(cmd, capture_output=True, text=True)
     relay_worker_log(proc.stderr)
     config_file.unlink(missing_ok=True)

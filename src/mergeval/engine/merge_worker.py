@@ -55,10 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     # off unless the user named this merge and its sources (remote_code.py): mergekit then
     # imports the Python their config.json's auto_map points at
     parser.add_argument("--trust-remote-code", action="store_true")
+    # engine/build.py MergeSettings: speed and memory, never the merged weights
+    parser.add_argument("--lazy-unpickle", action="store_true")
+    parser.add_argument("--low-cpu-memory", action="store_true")
+    parser.add_argument("--shard-size", default=None, help='mergekit out_shard_size, e.g. "2B"')
     args = parser.parse_args(argv)
 
     import torch
     import yaml
+    from mergekit.common import parse_kmb
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
 
@@ -74,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         cuda=args.device.startswith("cuda"),
         copy_tokenizer=True,
         trust_remote_code=args.trust_remote_code,
-        lazy_unpickle=False,
+        lazy_unpickle=args.lazy_unpickle,
+        low_cpu_memory=args.low_cpu_memory,
         quiet=True,
+        **({"out_shard_size": parse_kmb(args.shard_size)} if args.shard_size else {}),
     )
     run_merge(config, args.out, options=options, config_source=text)
     return 0

@@ -49,6 +49,7 @@ class SweepPlan:
     generation: GenerationSettings
     candidates: tuple[Candidate, ...]
     recipes: tuple[Recipe, ...]
+    merge: build.MergeSettings = build.MergeSettings()  # how mergekit runs (dtype is in the build keys)
 
     def candidate(self, name: str) -> Candidate:
         return next(c for c in self.candidates if c.name == name)
@@ -80,7 +81,9 @@ def plan_sweep(
     judge_file: Path,
     generation: GenerationSettings | None = None,
     trust_remote_code: Iterable[str] = (),
+    merge: build.MergeSettings | None = None,
 ) -> SweepPlan:
+    merge = merge or build.MergeSettings()
     problems = []
 
     def collect(load):
@@ -110,7 +113,7 @@ def plan_sweep(
         for p in sources
     ]
     for r in recipes:
-        key = build.build_key(r, fingerprints)
+        key = build.build_key(r, fingerprints, merge)
         candidates.append(
             Candidate(
                 r.name, "merge", f"{r.name}-{key[:16]}", key, build.output_dir(workspace, r, key),
@@ -124,7 +127,7 @@ def plan_sweep(
     check_memo.remember(memos)
     return SweepPlan(
         workspace, configs, items_dir, judge_file, tuple(items), judge, judge.fingerprint(),
-        generation or GenerationSettings(), tuple(candidates), tuple(recipes),
+        generation or GenerationSettings(), tuple(candidates), tuple(recipes), merge,
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mergeval.answering import stage as answer
 from mergeval.core import store
+from mergeval.core.errors import MostlyUnscored
 from mergeval.core.hashing import content_hash
 from mergeval.engine import build, grade
 from mergeval.engine.plan import Candidate, SweepPlan
@@ -61,7 +62,7 @@ def grades_path(plan: SweepPlan, cand: Candidate) -> Path:
 
 def answer_key(plan: SweepPlan, cand: Candidate) -> str:
     return content_hash({"model": cand.key, "generation": plan.generation.fingerprint(),
-                         "items": sorted(answer.prompt_key(it) for it in plan.items)})
+                         "items": sorted(answer.record_key(it, plan.generation) for it in plan.items)})
 
 
 def grade_stage_key(plan: SweepPlan, cand: Candidate) -> str:
@@ -70,11 +71,11 @@ def grade_stage_key(plan: SweepPlan, cand: Candidate) -> str:
 
 
 def answers_complete(plan: SweepPlan, cand: Candidate) -> bool:
-    return not answer.missing_items(answers_path(plan, cand), list(plan.items))
+    return not answer.missing_items(answers_path(plan, cand), list(plan.items), plan.generation)
 
 
 def load_answers(plan: SweepPlan, cand: Candidate) -> dict[str, dict]:
-    return answer.saved_answers(answers_path(plan, cand), list(plan.items))
+    return answer.saved_answers(answers_path(plan, cand), list(plan.items), plan.generation)
 
 
 def grades_complete(plan: SweepPlan, cand: Candidate) -> bool:
@@ -118,9 +119,10 @@ def needs_build(plan: SweepPlan, cand: Candidate) -> bool:
 
 
 def build_stage(plan: SweepPlan, cand: Candidate, log=print) -> dict:
-    missing = len(answer.missing_items(answers_path(plan, cand), list(plan.items)))
+    missing = len(answer.missing_items(answers_path(plan, cand), list(plan.items), plan.generation))
     answered_before = missing < len(plan.items)  # its weights were pruned after an earlier run
-    built = build.build(cand.recipe, plan.workspace, key=cand.key, trust_remote_code=cand.trust_remote_code)
+    built = build.build(cand.recipe, plan.workspace, key=cand.key, trust_remote_code=cand.trust_remote_code,
+                        merge=plan.merge)
     rebuilt = not built.cached and answered_before
     log(f"build {cand.name}: {'cached' if built.cached else f'built in {built.seconds:.1f}s'}"
         + (f" (rebuilt: its weights were pruned after an earlier run, and {missing} of {len(plan.items)} "
@@ -132,7 +134,7 @@ def build_stage(plan: SweepPlan, cand: Candidate, log=print) -> dict:
 
 
 def answer_stage(plan: SweepPlan, cand: Candidate, log=print) -> dict:
-    stage = answer.answer_items(cand.model_id, cand.path, list(plan.items), plan.generation,
+    stage = answer.answer_items(cand.model_id, cand.path, list(plan.items), plan.generation.for_model(cand.name, cand.path),
                                 answers_path(plan, cand), log=log, trust_remote_code=cand.trust_remote_code)
     log(f"answer {cand.name}: {stage.computed} answered, {stage.reused} already saved"
         + (f", {stage.repaired} damaged saved answer(s) dropped and answered again" if stage.repaired else ""))
@@ -172,6 +174,26 @@ def result_records(plan: SweepPlan, cand: Candidate) -> list[dict]:
 def mean_score(plan: SweepPlan, cand: Candidate) -> float:
     scored = [(g["score"], g["weight"]) for g in load_grades(plan, cand).values() if g["score"] is not None]
     return sum(s * w for s, w in scored) / sum(w for _, w in scored) if scored else float("-inf")
+
+
+def unscored_count(plan: SweepPlan, graded: list[Candidate]) -> tuple[int, int, str | None]:
+    """(unscored grades, all grades, the first unscored one's reason) over the graded models."""
+    unscored, total, first = 0, 0, None
+    for cand in graded:
+        for g in load_grades(plan, cand).values():
+            total += 1
+            if g["score"] is None:
+                unscored += 1
+                first = first or g["unscored_reason"]
+    return unscored, total, first
+
+
+def check_mostly_scored(plan: SweepPlan, graded: list[Candidate], run_dir) -> None:
+    """Raise MostlyUnscored when more than half the grades are unscored (after the run folder
+    is written, so the report says which and why)."""
+    unscored, total, first = unscored_count(plan, graded)
+    if total and unscored * 2 > total:
+        raise MostlyUnscored(str(run_dir), unscored, total, first or "no reason recorded")
 
 
 def prune(plan: SweepPlan, graded: list[Candidate], keep: str, log=print) -> list[str]:

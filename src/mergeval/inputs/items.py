@@ -19,6 +19,7 @@ One UTF-8 file per item under items/<suite>/[<skill>/]. Optional YAML front matt
     scores: {1: "...", 5: "..."}   # or "Score 1: ..." lines at the end of the criterion
     reference: an example of a good answer
     canary: a string that marks this suite, so leaks into training data can be found
+    max_new_tokens: 400        # longest answer; default: suite.yaml's, else the sweep's
     ---
     Question:
     ...
@@ -29,7 +30,7 @@ One UTF-8 file per item under items/<suite>/[<skill>/]. Optional YAML front matt
 
 A file that is not a valid item is an error naming the file and line, never skipped: an
 item that silently drops out changes every score without anyone noticing. README files and
-hidden files are not items.
+hidden files are not items, and neither is the suite's own suite.yaml (inputs/suite_settings.py).
 """
 
 from __future__ import annotations
@@ -45,10 +46,12 @@ from mergeval.core.errors import InputError, Problem
 from mergeval.core.hashing import content_hash
 from mergeval.inputs.answer_checks import Check, read_check
 from mergeval.inputs.strict_yaml import YamlDoc, did_you_mean, load_yaml
+from mergeval.inputs.suite_settings import answer_length, read_suite_settings
 from mergeval.inputs.text_files import read_text_file
 
 ITEM_SUFFIXES = (".txt", ".md")
-FRONT_MATTER_KEYS = ("skill", "weight", "system", "turns", "checks", "scores", "reference", "canary")
+FRONT_MATTER_KEYS = ("skill", "weight", "system", "turns", "checks", "scores", "reference", "canary",
+                     "max_new_tokens")
 SECTIONS = ("question", "criterion", "reference", "system")
 NOT_ITEMS = ("readme.md", "readme.txt")
 # A skill is a column of ranking.csv and a label in the reports: it must not take the name of a
@@ -78,12 +81,15 @@ class Item:
     weight: float
     canary: str | None
     path: Path
+    max_new_tokens: int | None = None  # the answer length: front matter, else suite.yaml; None: the sweep's
     # Every field above except path: moving a suite folder keeps every cache valid.
     hash: str = field(init=False)
 
     def __post_init__(self) -> None:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         del data["path"]
+        if data["max_new_tokens"] is None:  # absent unless set: the hashes of older items stay
+            del data["max_new_tokens"]
         data["checks"] = [dataclasses.asdict(c) for c in self.checks]
         object.__setattr__(self, "hash", content_hash(data))
 
@@ -140,8 +146,8 @@ def read_items(folder: Path) -> tuple[list[Item], list[Problem]]:
     files = item_files(folder)
     if not files:
         return [], [Problem(folder, None, "no item files (*.txt, *.md) in this folder")]
+    suite, problems = read_suite_settings(folder)
     items: list[Item] = []
-    problems: list[Problem] = []
     first_by_id: dict[str, Path] = {}
     for path in files:
         item, found = read_item(path, folder)
@@ -154,6 +160,8 @@ def read_items(folder: Path) -> tuple[list[Item], list[Problem]]:
             )
             continue
         first_by_id[item.id] = path
+        if item.max_new_tokens is None and suite.max_new_tokens is not None:
+            item = dataclasses.replace(item, max_new_tokens=suite.max_new_tokens)
         items.append(item)
     return sorted(items, key=lambda i: i.id), problems
 
@@ -260,6 +268,9 @@ class _Parser:
         if not ok or value <= 0:
             raise ValueError(f"expected a finite number > 0, got {value!r}")
         return float(value)
+
+    def _fm_max_new_tokens(self, value: Any, doc: YamlDoc) -> int:
+        return answer_length(value)
 
     def _fm_checks(self, value: Any, doc: YamlDoc) -> tuple[Check, ...]:
         if not isinstance(value, list):
@@ -389,6 +400,7 @@ class _Parser:
             weight=front.get("weight", 1.0),
             canary=front.get("canary"),
             path=path,
+            max_new_tokens=front.get("max_new_tokens"),
         )
 
     def _split_scores(self, lines: list[str], header_line: int) -> tuple[str, tuple[tuple[int, str], ...]]:

@@ -35,6 +35,7 @@ class Completion:
     verdict_probs: dict[int, float] | None = None  # P(score) at the verdict token, summing to 1
     error: str | None = None  # the request got no reply (text is then "")
     fatal: bool = False  # the error means no request can succeed: stop grading
+    truncated: bool = False  # the reply stopped at max_tokens (openai finish_reason "length")
 
 
 class Backend(Protocol):

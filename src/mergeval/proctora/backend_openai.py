@@ -142,7 +142,7 @@ class OpenAIBackend:
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             return None
         probs = self._verdict_probs(text, choice.get("logprobs")) if self._logprobs else None
-        return Completion(text=text, verdict_probs=probs)
+        return Completion(text=text, verdict_probs=probs, truncated=choice.get("finish_reason") == "length")
 
     def _verdict_probs(self, text: str, logprobs) -> dict[int, float] | None:
         """P(each score) from the top logprobs at the token holding the verdict's number."""

@@ -149,10 +149,11 @@ class TransformersBackend:
         for r in range(len(rows)):
             new = gen.sequences[r, width:].tolist()
             cut = next((k for k, t in enumerate(new) if t in stops), len(new))
+            truncated = cut == len(new) and len(new) >= self.settings.max_tokens  # stopped by the limit
             new = new[:cut]
             text = tok.decode(new, skip_special_tokens=True)
             probs = self._verdict_probs(text, new, gen.logits, r) if self.settings.logprobs else None
-            completions.append(Completion(text=text, verdict_probs=probs))
+            completions.append(Completion(text=text, verdict_probs=probs, truncated=truncated))
         return completions
 
     def _verdict_probs(self, text: str, new: list[int], logits, row: int) -> dict[int, float] | None:

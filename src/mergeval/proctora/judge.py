@@ -120,12 +120,20 @@ class Judge:
                         continue  # a refused request (4xx) is refused again: no re-ask
                     verdict = parse_verdict(c.text, s.scale)
                     table[i][k] = _Sample(c.text, verdict, c.verdict_probs, verdict.reason)
-                    if verdict.score is None:
+                    if verdict.score is None and c.truncated:  # asked again, it is cut off again
+                        table[i][k].reason = self.cut_off_reason()
+                    elif verdict.score is None:
                         again.append(i)
                 todo = again
             for i in todo:
-                table[i][k].reason = f"{table[i][k].reason} (asked {tries} times)"
+                if not table[i][k].reason.startswith("cut off"):
+                    table[i][k].reason = f"{table[i][k].reason} (asked {tries} times)"
         return [self._result(r.prompt, row) for r, row in zip(requests, table)]
+
+    def cut_off_reason(self) -> str:
+        where = self.settings.source or "the judge settings"
+        return (f"cut off at max_tokens ({self.settings.max_tokens}) before its verdict: "
+                f"raise max_tokens in {where}")
 
     def _result(self, prompt: str, row: list[_Sample]) -> JudgeResult:
         scores = tuple(x.verdict.score if x.verdict else None for x in row)
@@ -186,11 +194,14 @@ class Judge:
             if not isinstance(text, str) or data.get("key") != key:
                 return None
             probs = {int(n): float(p) for n, p in probs.items()} if probs is not None else None
-            return Completion(text=text, verdict_probs=probs)
+            return Completion(text=text, verdict_probs=probs, truncated=data.get("truncated") is True)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def _store(self, key: str, c: Completion) -> None:
         path = self._path(key)
         if path is not None:
-            write_atomic(path, json.dumps({"key": key, "text": c.text, "verdict_probs": c.verdict_probs}) + "\n")
+            record = {"key": key, "text": c.text, "verdict_probs": c.verdict_probs}
+            if c.truncated:  # absent unless cut off: older cache files read the same
+                record["truncated"] = True
+            write_atomic(path, json.dumps(record) + "\n")

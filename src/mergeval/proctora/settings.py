@@ -62,6 +62,7 @@ class JudgeSettings(BaseModel):
 
     # Filled in by load_settings, not written by the user.
     template_text: str = ""
+    source: str = ""  # the settings file, named in messages that say what to edit
 
     @field_validator("scale", mode="before")
     @classmethod
@@ -126,7 +127,7 @@ class JudgeSettings(BaseModel):
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 
-USER_KEYS = frozenset(JudgeSettings.model_fields) - {"template_text"}
+USER_KEYS = frozenset(JudgeSettings.model_fields) - {"template_text", "source"}
 
 
 def load_settings(path: Path, workspace: Workspace) -> JudgeSettings:
@@ -150,7 +151,7 @@ def load_settings(path: Path, workspace: Workspace) -> JudgeSettings:
         raise InputError([doc.problem(("template",), f"prompt template not found: {template}")])
     template_text, problems = read_text_file(template, "a prompt template")
     raise_if_any(problems)
-    update: dict[str, Any] = {"template_text": template_text}
+    update: dict[str, Any] = {"template_text": template_text, "source": str(path)}
     if settings.backend == "transformers":
         update["model"] = str(workspace.resolve(settings.model))
     return settings.model_copy(update=update)

@@ -1,4 +1,5 @@
-"""Write the 200 held-out toy items (items/toy/add/*.txt, items/toy/rev/*.txt).
+"""Write the 200 held-out toy items (items/toy/add/*.txt, items/toy/rev/*.txt) and the suite's
+settings (items/toy/suite.yaml: a toy answer is a few tokens, so the suite asks for 64 at most).
 
 The items depend only on tasks.SPLIT_SEED, never on a model seed, so the committed files
 never change. Criteria are whitespace-separated words the judge's tokenizer knows.
@@ -32,8 +33,20 @@ def item_text(skill: str, question: str, expected: str) -> str:
     )
 
 
+TOY_MAX_NEW_TOKENS = 64  # a toy answer is a number or a few letters; the sweep's default is 512
+SUITE_TEXT = (
+    "# The toy suite's own settings (see mergeval/inputs/suite_settings.py); written by `mergeval zoo`.\n"
+    "# Longest answer, in tokens: a toy answer is a handful of words.\n"
+    f"max_new_tokens: {TOY_MAX_NEW_TOKENS}\n"
+)
+
+
 def write_items(items_dir: Path) -> list[Path]:
-    """Write (or rewrite identically) the 200 item files; returns their paths."""
+    """Write (or rewrite identically) the 200 item files and suite.yaml; returns the items' paths."""
+    suite = Path(items_dir) / "suite.yaml"
+    suite.parent.mkdir(parents=True, exist_ok=True)
+    if not suite.exists() or suite.read_text(encoding="utf-8") != SUITE_TEXT:
+        suite.write_text(SUITE_TEXT, encoding="utf-8")
     paths = []
     for item in tasks.heldout_items():
         path = Path(items_dir) / item["skill"] / f"{item['id']}.txt"

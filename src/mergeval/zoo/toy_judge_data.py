@@ -130,10 +130,10 @@ def near_miss(q: Question, rng: random.Random) -> str:
 # --- rendering -----------------------------------------------------------------------------
 
 def load_template(template: str | None) -> str:
-    """The judge prompt template: the one given, else the repository's judge/prompt.txt."""
+    """The judge prompt template: the one given, else the repository's judge/toy/prompt.txt."""
     if template is not None:
         return template
-    path = Path(__file__).resolve().parents[3] / "judge" / "prompt.txt"
+    path = Path(__file__).resolve().parents[3] / "judge" / "toy" / "prompt.txt"
     if not path.exists():
         raise FileNotFoundError(f"no judge template given and {path} does not exist")
     return path.read_text(encoding="utf-8")
@@ -159,7 +159,7 @@ class PromptCodec:
         marks = set(_SENTINELS.values())
         if any(m in w and m != w for w in words for m in marks) or _SENTINELS["answer"] not in words:
             raise ValueError("the judge template must put {{ question }}, {{ criterion }} and "
-                             "{{ answer }} between whitespace, as judge/prompt.txt does")
+                             "{{ answer }} between whitespace, as judge/toy/prompt.txt does")
         self.words = [BOS, *words]
 
     def encode(self, q: Question, answer: str) -> tuple[list[int], int, int]:
