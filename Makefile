@@ -6,33 +6,42 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.mergeval-installed
+RUN_STAMP := $(VENV)/.mergeval-installed
+TEST_STAMP := $(VENV)/.mergeval-test-installed
+# --no-compile: byte-compiling every installed package (torch, transformers, prefect, gradio…)
+# is a large part of a fresh install on 2 cores; Python compiles what it imports, when it does.
+PIP := $(BIN)/pip install --quiet --no-compile
 
-.PHONY: venv browser demo test bench clean
+.PHONY: venv test-venv browser demo test bench clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(PIP) "$(TORCH_SPEC)"
+	$(PIP) -e .
 	touch $@
 
-venv: $(STAMP)
+$(TEST_STAMP): $(RUN_STAMP)
+	$(PIP) -e ".[test]"
+	touch $@
 
+venv: $(RUN_STAMP)
+test-venv: $(TEST_STAMP)
+
+# The shipped zoo (checked against zoo/MANIFEST.json, nothing to train) and the toy sweep file.
 demo: venv
 	$(BIN)/mergeval zoo
-	$(BIN)/mergeval sweep
+	$(BIN)/mergeval sweep sweeps/toy.yaml
 
 # The browser tests drive Debian's chromium through playwright (it cannot download its own).
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-test: venv browser
+test: test-venv browser
 	$(BIN)/ruff check src flows tests bench
 	# two workers: most of a sweep test is waiting (servers starting, subprocesses, back-off)
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadgroup --durations=15  # the slowest tests, named in every CI log
 
-bench: venv
+bench: test-venv
 	$(BIN)/python bench/sweep_bench.py
 
 clean:

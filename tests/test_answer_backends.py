@@ -95,7 +95,7 @@ class _Req:
         self.prompt_token_ids = [0] * len(conv)
         self.outputs = [_Out(f" pid {os.getpid()} max {p.kw['max_tokens']} q {conv[-1]['content']} ", 3)]
 class LLM:
-    def __init__(self, model, seed, gpu_memory_utilization, trust_remote_code):
+    def __init__(self, model, seed, gpu_memory_utilization, trust_remote_code, dtype="auto"):  # vLLM's own names
         if model.endswith("missing"):
             raise FileNotFoundError(model)
     def chat(self, conversations, params, use_tqdm):
