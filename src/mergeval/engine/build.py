@@ -5,12 +5,15 @@
 
 Each merge runs in its own subprocess (mergeval.engine.merge_worker). The output appears under a
 temporary name, is renamed into place, and gets its completion marker last, so a merge
-killed at any point leaves nothing that counts as built.
+killed at any point leaves nothing that counts as built. A MoE recipe is built the same way
+by mergekit-moe's code; a multi-stage recipe is one such build per stage, each cached under
+its own content key (stage_builds.py), so only the stages whose content changed are built.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import subprocess
@@ -25,10 +28,11 @@ import yaml
 from mergeval.core import store
 from mergeval.core.hashing import content_hash
 from mergeval.core.workspace import Workspace
+from mergeval.engine import stage_builds
 from mergeval.inputs import model_dirs
 from mergeval.inputs.recipes import Recipe
 
-DEFAULT_SEED = 0  # every merge gets a seed, so stochastic methods rebuild bit-identical
+DEFAULT_SEED = stage_builds.DEFAULT_SEED  # every merge gets a seed, so stochastic methods rebuild bit-identical
 
 
 class BuildError(RuntimeError):
@@ -43,17 +47,7 @@ class BuiltModel:
     cached: bool
     seconds: float
     repaired: str | None = None  # rebuilt because the cached merge was damaged: what was wrong
-
-
-def _with_fingerprints(node, fingerprints: dict[str, str]):
-    """The recipe with each source path replaced by its content fingerprint."""
-    if isinstance(node, dict):
-        return {k: _with_fingerprints(v, fingerprints) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_with_fingerprints(v, fingerprints) for v in node]
-    if isinstance(node, str) and node in fingerprints:
-        return "model:" + fingerprints[node]
-    return node
+    stages: tuple[tuple[str, bool], ...] = ()  # multi-stage: (earlier stage, found built) in build order
 
 
 def build_key(recipe: Recipe, fingerprints: dict[str, str] | None = None) -> str:
@@ -63,11 +57,14 @@ def build_key(recipe: Recipe, fingerprints: dict[str, str] | None = None) -> str
     """
     if fingerprints is None:
         fingerprints = {str(p): model_dirs.fingerprint(p) for p in recipe.sources}
+    if recipe.kind == "multi-stage":
+        return stage_builds.stage_keys(recipe, fingerprints)[-1]  # the final stage's: it chains the others'
     return content_hash(
         {
-            "recipe": _with_fingerprints(recipe.config, fingerprints),
+            "recipe": stage_builds.with_fingerprints(recipe.config, {p: "model:" + f for p, f in fingerprints.items()}),
             "mergekit": version("mergekit"),
             "seed": seed_of(recipe),
+            **({"kind": recipe.kind} if recipe.kind != "plain" else {}),  # plain keys as they always were
         }
     )
 
@@ -80,15 +77,19 @@ def output_dir(workspace: Workspace, recipe: Recipe, key: str) -> Path:
     return workspace.state / "models" / f"{recipe.name}-{key[:16]}"
 
 
-def estimate_bytes(recipe: Recipe) -> int:
-    """Room a merge needs: the largest source, scaled by output layers for franken-merges."""
-    largest = max(model_dirs.weights_size(p) for p in recipe.sources)
-    slices = recipe.config.get("slices") or []
+def estimate_bytes(recipe: Recipe, config: dict | None = None, sources: tuple[Path, ...] | None = None) -> int:
+    """Room a merge needs: the largest source, scaled by output layers for franken-merges; a MoE
+    at most its base and every expert together. (config, sources): one stage of a multi-stage."""
+    config, sources = config or recipe.config, sources or recipe.sources
+    if recipe.kind == "moe":
+        return int(sum(model_dirs.weights_size(p) for p in sources) * 1.1) + (1 << 20)
+    largest = max(model_dirs.weights_size(p) for p in sources)
+    slices = config.get("slices") or []
     if slices:
         out_layers = sum(
             s["sources"][0]["layer_range"][1] - s["sources"][0]["layer_range"][0] for s in slices
         )
-        src_layers = model_dirs.num_layers(recipe.sources[0]) or out_layers
+        src_layers = model_dirs.num_layers(sources[0]) or out_layers
         largest = largest * max(1.0, out_layers / src_layers)
     return int(largest * 1.1) + (1 << 20)
 
@@ -118,20 +119,49 @@ def build(
     trust_remote_code: bool = False,  # mergekit may run the sources' own code: only when the user named them
 ) -> BuiltModel:
     key = key or build_key(recipe)
-    final = output_dir(workspace, recipe, key)
+    if recipe.kind != "multi-stage":
+        return _build_one(recipe, recipe.config, recipe.sources, seed_of(recipe), output_dir(workspace, recipe, key),
+                          key, device, trust_remote_code)
+    fingerprints = {str(p): model_dirs.fingerprint(p) for p in recipe.sources}
+    keys = stage_builds.stage_keys(recipe, fingerprints)
+    outputs: dict[str, Path] = {}
+    done, seconds = [], 0.0
+    for stage, stage_key in zip(recipe.stages[:-1], keys):
+        folder = stage_builds.stage_dir(workspace, stage_key)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.parent / f".{folder.name}.lock", "a") as lock:  # two recipes, one shared stage
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            one = _build_one(recipe, stage_builds.resolved(stage.config, outputs),
+                             stage.sources + tuple(outputs[u] for u in stage.uses), stage_builds.stage_seed(stage),
+                             folder, stage_key, device, trust_remote_code, stage=stage.name)
+        outputs[stage.name] = folder
+        done.append((stage.name, one.cached))
+        seconds += one.seconds
+    last = recipe.stages[-1]
+    final = _build_one(recipe, stage_builds.resolved(last.config, outputs),
+                       last.sources + tuple(outputs[u] for u in last.uses), stage_builds.stage_seed(last),
+                       output_dir(workspace, recipe, key), key, device, trust_remote_code)
+    return BuiltModel(recipe.name, key, final.path, final.cached, seconds + final.seconds, final.repaired,
+                      stages=tuple(done))
+
+
+def _build_one(recipe: Recipe, config: dict, sources: tuple[Path, ...], seed: int, final: Path, key: str,
+               device: str, trust_remote_code: bool, stage: str | None = None) -> BuiltModel:
+    """One mergekit run into `final`, unless it is built and intact there already."""
+    what = f"stage {stage} of {recipe.name}" if stage else recipe.name
     damaged = None
     if (final / store.MARKER).is_file():
         # a cached merge is about to be loaded for answering: worth one read to trust its bytes
         damaged = store.damage(final)
         if damaged is None:
             return BuiltModel(recipe.name, key, final, cached=True, seconds=0.0)
-        WORKER_LOG.warning(f"{recipe.name}: the built merge in {final} is damaged ({damaged}): rebuilding")
+        WORKER_LOG.warning(f"{what}: the built merge in {final} is damaged ({damaged}): rebuilding")
 
     final.parent.mkdir(parents=True, exist_ok=True)
-    need, free = estimate_bytes(recipe), model_dirs.free_bytes(final.parent)
+    need, free = estimate_bytes(recipe, config, sources), model_dirs.free_bytes(final.parent)
     if need > free:
         raise BuildError(
-            f"{recipe.path}: not enough disk for the merge under {final.parent}: "
+            f"{recipe.path}: not enough disk for {'stage ' + stage if stage else 'the merge'} under {final.parent}: "
             f"needs about {need / 2**30:.2f} GiB, {free / 2**30:.2f} GiB free"
         )
     _clear_stale_temps(final.parent, final.name)
@@ -140,11 +170,12 @@ def build(
     config_file = tmp.parent / f".tmp-{final.name}-{os.getpid()}.yaml"
     started = time.perf_counter()
     try:
-        _merge_into(recipe, tmp, config_file, device, trust_remote_code)
+        _merge_into(recipe, config, seed, tmp, config_file, device, trust_remote_code, stage)
         store.write_atomic(tmp / "mergeval_recipe.yaml", recipe.text)
         os.replace(tmp, final)
         seconds = time.perf_counter() - started
-        store.mark_complete(final, {"recipe": recipe.name, "key": key, "seconds": round(seconds, 3)})
+        store.mark_complete(final, {"recipe": recipe.name, "key": key, "seconds": round(seconds, 3),
+                                    **({"stage": stage} if stage else {})})
     except BaseException as e:  # a failed or interrupted build leaves nothing behind
         store.remove_tree(tmp)
         config_file.unlink(missing_ok=True)
@@ -156,20 +187,24 @@ def build(
     return BuiltModel(recipe.name, key, final, cached=False, seconds=seconds, repaired=damaged)
 
 
-def _merge_into(recipe: Recipe, tmp: Path, config_file: Path, device: str, trust_remote_code: bool = False) -> None:
-    """Run mergekit in its own process, writing the merge into `tmp`."""
+def _merge_into(recipe: Recipe, config: dict, seed: int, tmp: Path, config_file: Path, device: str,
+                trust_remote_code: bool = False, stage: str | None = None) -> None:
+    """Run mergekit (mergekit-moe's build for a MoE) in its own process, writing the merge into `tmp`."""
     store.remove_tree(tmp)
     tmp.mkdir()
-    store.write_atomic(config_file, yaml.safe_dump(recipe.config, sort_keys=False))
+    store.write_atomic(config_file, yaml.safe_dump(config, sort_keys=False))
     cmd = [sys.executable, "-m", "mergeval.engine.merge_worker", str(config_file), str(tmp),
-           "--seed", str(seed_of(recipe)), "--device", device] + (["--trust-remote-code"] if trust_remote_code else [])
+           "--seed", str(seed), "--device", device] + (["--trust-remote-code"] if trust_remote_code else []) \
+        + (["--moe"] if recipe.kind == "moe" else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     relay_worker_log(proc.stderr)
     config_file.unlink(missing_ok=True)
     if proc.returncode != 0 and _says_disk_full(proc.stderr):
         raise OSError(errno.ENOSPC, _last_error(proc.stderr))
     if proc.returncode != 0 or not (tmp / "config.json").exists():
-        raise BuildError(f"{recipe.path}: mergekit failed: {_last_error(proc.stderr)}")
+        where = f" (stage {stage})" if stage else ""
+        raise BuildError(f"{recipe.path}: mergekit{'-moe' if recipe.kind == 'moe' else ''} failed{where}: "
+                         f"{_last_error(proc.stderr)}")
 
 
 # How a full disk reads in the worker's stderr: Python's OSError, or the Rust I/O error of

@@ -1,4 +1,7 @@
-"""One merge in its own process: `python -m mergeval.engine.merge_worker CONFIG.yaml OUT_DIR --seed N`.
+"""One merge in its own process: `python -m mergeval.engine.merge_worker CONFIG.yaml OUT_DIR --seed N [--moe]`.
+
+--moe: CONFIG is a mergekit-moe recipe, built by mergekit-moe's own `build` (the gates from the
+base model's hidden states on the prompts, or from embeddings, or random, per gate_mode).
 
 Run by the build stage, never imported by it: mergekit's loader cache, random seed, thread
 count and logging are process-global, so a fresh process per merge is the only way to get a
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     # off unless the user named this merge and its sources (remote_code.py): mergekit then
     # imports the Python their config.json's auto_map points at
     parser.add_argument("--trust-remote-code", action="store_true")
+    parser.add_argument("--moe", action="store_true")
     args = parser.parse_args(argv)
 
     import torch
@@ -65,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     threads = int(os.environ.get("MERGEVAL_THREADS", "0"))
     if threads:
         torch.set_num_threads(threads)
-    _patch_out_config()
     text = open(args.config, encoding="utf-8").read()
+    if args.moe:
+        return _moe(text, args)
+    _patch_out_config()
     config = MergeConfiguration.model_validate(yaml.safe_load(text))
     options = MergeOptions(
         random_seed=args.seed,
@@ -78,6 +84,20 @@ def main(argv: list[str] | None = None) -> int:
         quiet=True,
     )
     run_merge(config, args.out, options=options, config_source=text)
+    return 0
+
+
+def _moe(text: str, args) -> int:
+    import yaml
+    from mergekit.merge import MergeOptions
+    from mergekit.moe.config import MoEMergeConfig
+    from mergekit.scripts.moe import build
+
+    options = MergeOptions(random_seed=args.seed, device=args.device, cuda=args.device.startswith("cuda"),
+                           copy_tokenizer=True, trust_remote_code=args.trust_remote_code, lazy_unpickle=False,
+                           quiet=True)
+    options.apply_global_options()  # the seed: random gates and expert noise come from torch's generator
+    build(MoEMergeConfig.model_validate(yaml.safe_load(text)), args.out, merge_options=options, device=args.device)
     return 0
 
 
