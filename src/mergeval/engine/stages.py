@@ -115,7 +115,8 @@ def needs_build(plan: SweepPlan, cand: Candidate) -> bool:
 def build_stage(plan: SweepPlan, cand: Candidate, log=print) -> dict:
     built = build.build(cand.recipe, plan.workspace, key=cand.key, trust_remote_code=cand.trust_remote_code)
     log(f"build {cand.name}: {'cached' if built.cached else f'built in {built.seconds:.1f}s'}"
-        + (f" (the cached merge was damaged: {built.repaired})" if built.repaired else ""))
+        + (f" (the cached merge was damaged: {built.repaired})" if built.repaired else "")
+        + "".join(f"; stage {name} {'found built' if found else 'built'}" for name, found in built.stages))
     return {"executed": int(not built.cached), "cached": int(built.cached), "seconds": built.seconds,
             "bytes": model_dirs.dir_size(built.path), "repaired": int(built.repaired is not None)}
 
