@@ -31,6 +31,7 @@ from mergeval.core.workspace import Workspace
 from mergeval.inputs.method_contracts import Group, Input, MethodContracts, Ref
 from mergeval.inputs.source_models import ModelInfo, locate, model_info
 from mergeval.inputs.strict_yaml import YamlDoc, unknown_key_problems
+from mergeval.inputs.tokenizer_options import chat_template_problem
 
 MERGEVAL_KEYS = ("random_seed",)
 STAGE_REF = "mergeval-stage:"  # a reference to an earlier stage, as rewritten until that stage is built
@@ -113,6 +114,8 @@ class RecipeChecker(MethodContracts):
         if d.get("modules"):
             self.modules(d["modules"], base, top)
         self.tokenizer(d, base)
+        if problem := chat_template_problem(d.get("chat_template")):  # else it fails after the merge
+            self.add(("chat_template",), problem)
         if not self.broken:  # a missing model or an unknown key hides no other problem
             self.groups_check()
             self.compatible(d)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from mergeval.core import store
+from mergeval.inputs.tokenizer_options import tokenizer_effect
 
 
 def _num(x, signed: bool = False) -> str:
@@ -58,6 +59,7 @@ def card(cand, row: dict, comparisons: pd.DataFrame, skill_ci: pd.DataFrame | No
             lines.append(f"| `{r['parent']}`{best} | {_num(r['diff'], True)} | {_ci(r['ci_low'], r['ci_high'], True)} "
                          f"| {r['won']} / {r['lost']} / {r['tied']} | {r['verdict']} |")
         lines.append("")
+    lines += ["## Tokenizer", "", *[f"- {t}" for t in tokenizer_effect(cand.recipe)], ""]
     lines += ["## Recipe", "", f"`{cand.recipe.path.name}`:", "", "```yaml", cand.recipe.text.rstrip(), "```", "",
               "## How it was graded", "",
               f"- item suite hash: `{run['suite_hash']}` ({len(run['hashes']['items'])} items; the items stay private)",
