@@ -171,3 +171,21 @@ slices:
 """
     [(line, msg)] = problems(ws, text)
     assert line == 10 and "layer_range [0, 7] is out of bounds for tall, which has 6 layers" in msg
+
+
+def test_broken_moe_and_multi_stage_recipes_stop_build_and_sweep_before_anything_is_built(ws):
+    from click.testing import CliRunner
+
+    from mergeval.cli.main import main
+
+    folder = ws.configs / "broken"
+    folder.mkdir()
+    (folder / "fine.yaml").write_text(TWO_STAGES)
+    (folder / "moe.yaml").write_text(MOE.replace("experts_per_token: 1", "experts_per_token: 5"))
+    (folder / "multi.yaml").write_text(TWO_STAGES.replace("base_model: both", "base_model: bothh"))
+    for args in (["build", str(folder)], ["sweep", str(folder), "--items", str(folder), "--keep", "all"]):
+        result = CliRunner().invoke(main, ["--workspace", str(ws.root), *args])
+        assert result.exit_code == 2, result.output
+        assert f"{folder / 'moe.yaml'}:3: experts_per_token 5 must be from 1" in result.output
+        assert f"{folder / 'multi.yaml'}:12: source model 'bothh' not found" in result.output
+        assert not (ws.state / "models").exists() and not (ws.state / "stages").exists()
