@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mergeval.core.workspace import Workspace
-from mergeval.inputs.recipes import STAGE_REF, load_recipes, read_recipe
+from mergeval.inputs.recipes import STAGE_REF, load_recipes, read_recipe, read_recipes
 from tests.tiny_models import make_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,7 +150,8 @@ def test_two_unnamed_documents_and_a_self_cycle(ws):
     found = problems(ws, TWO_STAGES.replace("name: both\n", ""))
     assert any(ln == 10 and "a second document without name:" in m for ln, m in found), found
     found = problems(ws, "name: me\nmerge_method: linear\nmodels:\n  - {model: me, parameters: {weight: 1}}\n"
-                         "  - {model: zoo/base, parameters: {weight: 1}}\n")
+                         "  - {model: zoo/base, parameters: {weight: 1}}\n---\nmerge_method: linear\n"
+                         "models: [{model: me, parameters: {weight: 1}}]\n")
     assert found[0][0] == 1 and "me (line 1) → me (line 1)" in found[0][1], found
 
 
@@ -189,3 +190,56 @@ def test_broken_moe_and_multi_stage_recipes_stop_build_and_sweep_before_anything
         assert f"{folder / 'moe.yaml'}:3: experts_per_token 5 must be from 1" in result.output
         assert f"{folder / 'multi.yaml'}:12: source model 'bothh' not found" in result.output
         assert not (ws.state / "models").exists() and not (ws.state / "stages").exists()
+
+
+def test_a_stage_named_like_a_method_is_no_reference_to_it(ws):
+    text = TWO_STAGES.replace("both", "slerp")  # stage `slerp`; the final merge's merge_method: slerp
+    recipe = recipe_of(ws, text)
+    assert recipe.stages[-1].uses == ("slerp",) and recipe.stages[-1].config["merge_method"] == "slerp"
+
+
+NAMES_TIES = """\
+merge_method: slerp
+base_model: ties
+models:
+  - model: ties
+  - model: zoo/spec_add
+parameters: {t: 0.3}
+dtype: float32
+"""
+TIES = TWO_STAGES.split("---")[0].replace("name: both\n", "")
+
+
+def test_a_recipe_names_another_recipe_of_the_sweep_by_its_stem(ws):
+    folder = ws.configs / "siblings"
+    folder.mkdir()
+    (folder / "ties.yaml").write_text(TIES)
+    (folder / "on_ties.yaml").write_text(NAMES_TIES)
+    (folder / "on_two.yaml").write_text(NAMES_TIES.replace("ties", "two"))
+    (folder / "two.yaml").write_text(TWO_STAGES)
+    by_name = {r.name: r for r in load_recipes([folder], ws)}
+    on = by_name["on_ties"]
+    assert (on.kind, on.method, on.text) == ("multi-stage", "ties → slerp", NAMES_TIES)
+    assert [(s.name, s.uses) for s in on.stages] == [("ties", ()), (None, ("ties",))]
+    assert on.stages[0].config == by_name["ties"].config  # the same merge: the same stage key
+    assert on.sources == by_name["ties"].sources  # its parents: what the stages start from
+    deep = by_name["on_two"]  # a multi-stage recipe named: all its stages come first
+    assert [(s.name, s.uses) for s in deep.stages] == [("both", ()), ("two", ("both",)), (None, ("two",))]
+    # one file alone still finds the recipes of its folder
+    [alone] = load_recipes([folder / "on_ties.yaml"], ws)
+    assert alone.stages == on.stages
+
+
+def test_recipes_that_name_each_other_or_a_moe_are_refused(ws):
+    folder = ws.configs / "loop"
+    folder.mkdir()
+    (folder / "a.yaml").write_text(NAMES_TIES.replace("ties", "b"))
+    (folder / "b.yaml").write_text(NAMES_TIES.replace("ties", "a"))
+    (folder / "moe.yaml").write_text(MOE)
+    (folder / "on_moe.yaml").write_text(NAMES_TIES.replace("ties", "moe"))
+    _, found = read_recipes([folder], ws)
+    said = [(p.path.name, p.line, p.message) for p in found]
+    # each found where the loop closes: b.yaml:2 names a, which named b
+    assert ("b.yaml", 2) in {(f, ln) for f, ln, m in said if "recipes a → b → a name each other" in m}, said
+    assert ("a.yaml", 2) in {(f, ln) for f, ln, m in said if "recipes b → a → b name each other" in m}, said
+    assert any(f == "on_moe.yaml" and ln == 2 and "recipe 'moe' is a MoE" in m for f, ln, m in said), said

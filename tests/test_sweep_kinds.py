@@ -57,3 +57,18 @@ def test_the_report_shows_each_whole_recipe_file_and_the_cards_say_what_was_merg
     assert "the MLPs of `spec_add`, `spec_rev`" in moe_card and "positive_prompts" in moe_card
     two_card = (two.path / "README.md").read_text()
     assert "A multi-stage merge (2 stages: `ties → task_arithmetic`)" in two_card and "name: ties_both" in two_card
+
+
+def test_a_sweep_after_it_builds_answers_and_grades_nothing_again(run_dir):
+    """The same inputs through `mergeval sweep` (Prefect): every MoE, stage and merge is found done."""
+    from tests.sweep_helpers import run_dir_of, run_json, run_sweep
+
+    plan, first = run_dir
+    stage_markers = sorted(p.stat().st_mtime_ns for p in (plan.workspace.state / "stages").glob("*/.mergeval-complete"))
+    again = run_dir_of(run_sweep(plan.workspace.root))
+    run = run_json(again)
+    assert run["stages"]["build"]["executed"] == 0
+    assert run["stages"]["answer"]["items_executed"] == run["stages"]["grade"]["items_executed"] == 0
+    assert (again / "ranking.csv").read_text() == (first / "ranking.csv").read_text()
+    assert sorted(p.stat().st_mtime_ns for p in (plan.workspace.state / "stages").glob("*/.mergeval-complete")) \
+        == stage_markers and len(stage_markers) == 1

@@ -34,6 +34,7 @@ from mergeval.core.workspace import Workspace
 from mergeval.inputs.check_memo import checked_with_memo
 from mergeval.inputs.moe_checks import check_moe, is_moe
 from mergeval.inputs.recipe_checks import STAGE_REF, check_recipe
+from mergeval.inputs.recipe_refs import with_named_recipes
 from mergeval.inputs.source_models import ModelInfo, model_info
 from mergeval.inputs.stages_checks import check_stages, final_index, is_multi_stage, stage_name, stage_order
 from mergeval.inputs.strict_yaml import YamlDoc, load_yaml_documents
@@ -130,9 +131,14 @@ def read_recipes(paths: list[Path], workspace: Workspace,
         else:
             files.append((p, None))
     first_by_name: dict[str, Path] = {}
+    siblings = {}  # a recipe may name another of its folder by its stem (recipe_refs.py)
+    for f, _ in files:
+        siblings.setdefault(f.stem, f)
+        for g in recipe_files(f.parent) if f.parent.is_dir() else []:
+            siblings.setdefault(g.stem, g)
     for f, folder in files:
-        recipe, found = read_recipe(f, workspace, inside=folder, memos=memos)
-        problems += found
+        recipe, found = read_recipe(f, workspace, inside=folder, memos=memos, siblings=siblings)
+        problems += [p for p in found if p not in problems]  # a named recipe's own problems: once
         if recipe is None:
             continue
         if recipe.name in first_by_name and first_by_name[recipe.name] != f:
@@ -146,13 +152,14 @@ def read_recipes(paths: list[Path], workspace: Workspace,
     return recipes, problems
 
 
-def read_recipe(path: Path, workspace: Workspace, inside: Path | None = None,
-                memos: list | None = None) -> tuple[Recipe | None, list[Problem]]:
+def read_recipe(path: Path, workspace: Workspace, inside: Path | None = None, memos: list | None = None,
+                siblings: dict[str, Path] | None = None) -> tuple[Recipe | None, list[Problem]]:
     """Parse and check one recipe; (recipe or None, every problem found).
 
     `inside`: the folder it was listed from; a link leading out of it is refused. A recipe
     that passed before, unchanged and with unchanged sources, is not checked again
-    (check_memo.py); `memos` collects new passing checks for the caller to remember."""
+    (check_memo.py); `memos` collects new passing checks for the caller to remember.
+    `siblings`: the other recipes of the sweep by stem, which this one may name as models."""
     text, problems = read_text_file(path, "a recipe", inside=inside)
     if text is None:
         return None, problems
@@ -169,9 +176,16 @@ def read_recipe(path: Path, workspace: Workspace, inside: Path | None = None,
     if kind == "plain" and any(k in doc.data for k in ("experts", "gate_mode")):
         return None, [doc.problem(("merge_method",), "a recipe is either a mergekit-yaml merge (merge_method:) or "
                                   "a mergekit-moe MoE (experts:, gate_mode:), not both")]
+    key_text = text
+    if kind != "moe" and siblings:
+        docs, texts, found = with_named_recipes(path, docs, siblings, workspace)
+        if found:
+            return None, found
+        if texts:  # read as the stages of the recipes it names, then its own
+            kind, key_text = "multi-stage", "\n---\n".join([text] + texts)
     check = {"plain": lambda: check_recipe(doc, workspace), "moe": lambda: check_moe(doc, workspace),
              "multi-stage": lambda: check_stages(docs, workspace)}[kind]
-    checked = checked_with_memo(text, workspace, check, memos)
+    checked = checked_with_memo(key_text, workspace, check, memos)
     problems = sorted([p for d in docs for p in d.problems] + checked.problems, key=lambda p: p.line or 0)
     if problems:
         return None, problems

@@ -54,22 +54,26 @@ def final_index(docs: list[YamlDoc]) -> int:
     return next((i for i, d in enumerate(docs) if isinstance(d.data, dict) and "name" not in d.data), len(docs) - 1)
 
 
+MODEL_KEYS = ("model", "base_model", "source_model", "tokenizer_source", "source", "path")  # where a model is named
+
+
 def named_stages(data: Any, names: set[str]) -> list[str]:
-    """The stage names a document refers to, in order (any string value may be a model reference,
-    as mergekit-multi reads them)."""
+    """The stage names a document uses as models, in order: a string under one of MODEL_KEYS
+    (so a stage named `linear` is not taken for `merge_method: linear`)."""
     found: list[str] = []
 
-    def walk(v: Any) -> None:
-        if isinstance(v, str) and v in names and v not in found:
-            found.append(v)
+    def walk(v: Any, key: Any) -> None:
+        if isinstance(v, str):
+            if key in MODEL_KEYS and v in names and v not in found:
+                found.append(v)
         elif isinstance(v, dict):
             for k, x in v.items():
-                walk(x)
+                walk(x, k)
         elif isinstance(v, list):
             for x in v:
-                walk(x)
+                walk(x, key)
 
-    walk({k: v for k, v in data.items() if k != "name"} if isinstance(data, dict) else data)
+    walk({k: v for k, v in data.items() if k != "name"} if isinstance(data, dict) else data, None)
     return found
 
 
