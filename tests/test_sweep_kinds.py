@@ -12,12 +12,24 @@ import pytest
 
 from mergeval.answering.settings import GenerationSettings
 from mergeval.core.workspace import Workspace
-from mergeval.engine import stages
+from mergeval.engine import stage_builds, stages
 from mergeval.engine.plan import plan_sweep
+from mergeval.inputs import model_dirs
 from tests.sweep_helpers import REPO, make_toy_world, shrink_world
 
 KINDS = ("moe_add_rev.yaml", "two_stage_ties_then_add.yaml")
 ITEMS_PER_SKILL = 3
+# names the plain recipe ties_d08 as a model: its first stage is ties_d08's merge, which is the
+# two-stage recipe's first stage too (the same content): one stage build serves both
+ON_TIES = """\
+merge_method: slerp
+base_model: ties_d08
+models:
+  - model: ties_d08
+  - model: zoo/spec_add
+parameters: {t: 0.3}
+dtype: float32
+"""
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +38,7 @@ def run_dir(tmp_path_factory):
     shrink_world(ws, ("ties_d08.yaml",), ITEMS_PER_SKILL)
     for name in KINDS:
         shutil.copy(REPO / "merge_configs" / "toy" / name, ws / "merge_configs" / "toy" / name)
+    (ws / "merge_configs" / "toy" / "slerp_on_ties.yaml").write_text(ON_TIES)
     w = Workspace(ws)
     plan = plan_sweep(w, w.configs / "toy", w.items / "toy", w.judge_file, GenerationSettings(batch_size=4))
     return plan, stages.run_direct(plan)
@@ -34,14 +47,21 @@ def run_dir(tmp_path_factory):
 def test_moe_and_two_stage_merges_are_ranked_with_their_parents(run_dir):
     plan, run = run_dir
     rows = {r["model"]: r for r in csv.DictReader((run / "ranking.csv").open())}
-    assert set(rows) == {"base", "spec_add", "spec_rev", "ties_d08", "moe_add_rev", "two_stage_ties_then_add"}
-    for name in ("moe_add_rev", "two_stage_ties_then_add", "ties_d08"):
+    assert set(rows) == {"base", "spec_add", "spec_rev", "ties_d08", "moe_add_rev", "two_stage_ties_then_add",
+                         "slerp_on_ties"}
+    for name in ("moe_add_rev", "two_stage_ties_then_add", "ties_d08", "slerp_on_ties"):
         r = rows[name]
         assert r["kind"] == "merge" and r["parents"] == "base + spec_add + spec_rev"
         assert int(r["n_scored"]) + int(r["n_unscored"]) == 2 * ITEMS_PER_SKILL
         assert r["best_parent"] in ("base", "spec_add", "spec_rev") and r["vs_best_parent"] != ""
     assert rows["moe_add_rev"]["method"] == "moe"
     assert rows["two_stage_ties_then_add"]["method"] == "ties → task_arithmetic"
+    assert rows["slerp_on_ties"]["method"] == "ties → slerp"
+    # the one stage both share was built once, for whichever came first
+    assert [p.name for p in (plan.workspace.state / "stages").iterdir() if p.is_dir()] == [
+        stage_builds.stage_dir(plan.workspace, stage_builds.stage_keys(
+            plan.candidate("slerp_on_ties").recipe, {str(p): model_dirs.fingerprint(p) for p in
+                                                     plan.candidate("slerp_on_ties").recipe.sources})[0]).name]
     comparisons = list(csv.DictReader((run / "comparisons.csv").open()))
     assert {c["parent"] for c in comparisons if c["merge"] == "moe_add_rev"} == {"base", "spec_add", "spec_rev"}
 
