@@ -243,3 +243,9 @@ def test_recipes_that_name_each_other_or_a_moe_are_refused(ws):
     assert ("b.yaml", 2) in {(f, ln) for f, ln, m in said if "recipes a → b → a name each other" in m}, said
     assert ("a.yaml", 2) in {(f, ln) for f, ln, m in said if "recipes b → a → b name each other" in m}, said
     assert any(f == "on_moe.yaml" and ln == 2 and "recipe 'moe' is a MoE" in m for f, ln, m in said), said
+
+
+def test_which_recipes_draw_random_numbers(ws):
+    assert not recipe_of(ws, MOE).stochastic and recipe_of(ws, MOE.replace("hidden", "random")).stochastic
+    assert not recipe_of(ws, TWO_STAGES).stochastic
+    assert recipe_of(ws, TWO_STAGES.replace("merge_method: ties", "merge_method: dare_ties")).stochastic

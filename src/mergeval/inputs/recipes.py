@@ -77,8 +77,13 @@ class Recipe:
 
     @property
     def stochastic(self) -> bool:
-        """True when the method draws random masks: rebuilds differ without random_seed."""
-        return is_stochastic(self.method)
+        """True when the method draws random masks (a stage's, for multi-stage; random gates or
+        expert noise, for a MoE): rebuilds would differ without a seed (mergeval always sets one)."""
+        if self.kind == "moe":
+            experts = (self.config.get("experts") or []) + (self.config.get("shared_experts") or [])
+            return self.config.get("gate_mode") in ("random", "uniform_random") or any(
+                isinstance(e, dict) and e.get("noise_scale") for e in experts)
+        return any(is_stochastic(s.method) for s in self.stages) if self.stages else is_stochastic(self.method)
 
 
 def is_stochastic(method: str) -> bool:
