@@ -40,7 +40,8 @@ CASES: dict[str, tuple[int | None, str]] = {
     "recipes/bad_yaml_tab.yaml": (4, "'\\t' that cannot start any token"),
     "recipes/bad_yaml_unclosed_quote.yaml": (4, "quoted scalar that starts on line 4"),
     "recipes/bad_yaml_unclosed_bracket.yaml": (7, "flow sequence that starts on line 6"),
-    "recipes/bad_yaml_two_documents.yaml": (3, "expected a single document"),
+    # several documents are a multi-stage recipe (mergekit-multi): only the final one may lack a name:
+    "recipes/bad_yaml_two_documents.yaml": (4, "a second document without name: (the first is on line 2)"),
     "recipes/type_weight_string.yaml": (6, "weight must be a float, got 'abc'"),
     "recipes/type_layer_range_string.yaml": (6, "layer_range must be [start, end]"),
     "recipes/type_models_string.yaml": (3, "models: must be a list"),

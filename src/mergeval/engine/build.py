@@ -5,12 +5,15 @@
 
 Each merge runs in its own subprocess (mergeval.engine.merge_worker). The output appears under a
 temporary name, is renamed into place, and gets its completion marker last, so a merge
-killed at any point leaves nothing that counts as built.
+killed at any point leaves nothing that counts as built. A MoE recipe is built the same way
+by mergekit-moe's code; a multi-stage recipe is one such build per stage, each cached under
+its own content key (stage_builds.py), so only the stages whose content changed are built.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import re
@@ -26,10 +29,11 @@ import yaml
 from mergeval.core import store
 from mergeval.core.hashing import content_hash
 from mergeval.core.workspace import Workspace
+from mergeval.engine import stage_builds
 from mergeval.inputs import model_dirs
 from mergeval.inputs.recipes import Recipe
 
-DEFAULT_SEED = 0  # every merge gets a seed, so stochastic methods rebuild bit-identical
+DEFAULT_SEED = stage_builds.DEFAULT_SEED  # every merge gets a seed, so stochastic methods rebuild bit-identical
 
 
 class BuildError(RuntimeError):
@@ -62,17 +66,7 @@ class BuiltModel:
     cached: bool
     seconds: float
     repaired: str | None = None  # rebuilt because the cached merge was damaged: what was wrong
-
-
-def _with_fingerprints(node, fingerprints: dict[str, str]):
-    """The recipe with each source path replaced by its content fingerprint."""
-    if isinstance(node, dict):
-        return {k: _with_fingerprints(v, fingerprints) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_with_fingerprints(v, fingerprints) for v in node]
-    if isinstance(node, str) and node in fingerprints:
-        return "model:" + fingerprints[node]
-    return node
+    stages: tuple[tuple[str, bool], ...] = ()  # multi-stage: (earlier stage, found built) in build order
 
 
 def build_key(recipe: Recipe, fingerprints: dict[str, str] | None = None, merge: MergeSettings | None = None) -> str:
@@ -83,14 +77,17 @@ def build_key(recipe: Recipe, fingerprints: dict[str, str] | None = None, merge:
     """
     if fingerprints is None:
         fingerprints = {str(p): model_dirs.fingerprint(p) for p in recipe.sources}
-    data = {
-        "recipe": _with_fingerprints(recipe.config, fingerprints),
+    dtype = {"out_dtype": merge.dtype} if merge is not None and merge.dtype is not None else {}
+    if recipe.kind == "multi-stage":  # the final stage's key: it chains the others'
+        key = stage_builds.stage_keys(recipe, fingerprints)[-1]
+        return content_hash({"stages": key, **dtype}) if dtype else key
+    return content_hash({
+        "recipe": stage_builds.with_fingerprints(recipe.config, {p: "model:" + f for p, f in fingerprints.items()}),
         "mergekit": version("mergekit"),
         "seed": seed_of(recipe),
-    }
-    if merge is not None and merge.dtype is not None:
-        data["out_dtype"] = merge.dtype
-    return content_hash(data)
+        **({"kind": recipe.kind} if recipe.kind != "plain" else {}),  # plain keys as they always were
+        **dtype,
+    })
 
 
 def seed_of(recipe: Recipe) -> int:
@@ -101,24 +98,28 @@ def output_dir(workspace: Workspace, recipe: Recipe, key: str) -> Path:
     return workspace.state / "models" / f"{recipe.name}-{key[:16]}"
 
 
-def estimate_bytes(recipe: Recipe) -> int:
+def estimate_bytes(recipe: Recipe, config: dict | None = None, sources: tuple[Path, ...] | None = None) -> int:
     """Room a merge needs: its output tensors in the output dtype (out_dtype, else dtype, else
     as stored), from the sources' safetensors headers; a franken-merge counts each slice's
-    layers from the model that slice takes them from. Plus 10 % and 1 MiB for the rest."""
-    out_bytes = _DTYPE_BYTES.get(str(recipe.config.get("out_dtype") or recipe.config.get("dtype") or ""))
-    sizes = {p: model_dirs.tensor_sizes(p) for p in recipe.sources}
+    layers from the model that slice takes them from; a MoE at most its base and every expert
+    together. Plus 10 % and 1 MiB for the rest. (config, sources): one stage of a multi-stage."""
+    config, sources = config or recipe.config, sources or recipe.sources
+    if recipe.kind == "moe":
+        return int(sum(model_dirs.weights_size(p) for p in sources) * 1.1) + (1 << 20)
+    out_bytes = _DTYPE_BYTES.get(str(config.get("out_dtype") or config.get("dtype") or ""))
+    sizes = {p: model_dirs.tensor_sizes(p) for p in sources}
     if any(v is None for v in sizes.values()):
-        return _estimate_from_files(recipe)
+        return _estimate_from_files(config, sources)
 
     def total(tensors: dict) -> int:
         return sum(n * (out_bytes or per) for n, per in tensors.values())
 
-    slices = recipe.config.get("slices") or []
+    slices = config.get("slices") or []
     if not slices:
         return int(max(total(t) for t in sizes.values()) * 1.1) + (1 << 20)
     takes = [(_ref_path(s["sources"][0]["model"]), s["sources"][0].get("layer_range")) for s in slices]
     if any(p not in sizes or r is None for p, r in takes):
-        return _estimate_from_files(recipe)
+        return _estimate_from_files(config, sources)
     need = total({k: v for k, v in sizes[takes[0][0]].items() if _LAYER.search(k) is None})  # embeddings, head, norm
     for path, (a, b) in takes:
         layer_tensors = sizes[path]
@@ -140,15 +141,15 @@ _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "torch.
                 "torch.bfloat16": 2, "torch.float64": 8}
 
 
-def _estimate_from_files(recipe: Recipe) -> int:
+def _estimate_from_files(config: dict, sources: tuple[Path, ...]) -> int:
     """Without safetensors headers: the largest source, scaled by output layers for franken-merges."""
-    largest = max(model_dirs.weights_size(p) for p in recipe.sources)
-    slices = recipe.config.get("slices") or []
+    largest = max(model_dirs.weights_size(p) for p in sources)
+    slices = config.get("slices") or []
     if slices:
         out_layers = sum(
             s["sources"][0]["layer_range"][1] - s["sources"][0]["layer_range"][0] for s in slices
         )
-        src_layers = model_dirs.num_layers(recipe.sources[0]) or out_layers
+        src_layers = model_dirs.num_layers(sources[0]) or out_layers
         largest = largest * max(1.0, out_layers / src_layers)
     return int(largest * 1.1) + (1 << 20)
 
@@ -182,20 +183,50 @@ def build(
     if device is not None:
         merge = replace(merge, device=device)
     key = key or build_key(recipe, merge=merge)
-    final = output_dir(workspace, recipe, key)
+    if recipe.kind != "multi-stage":
+        return _build_one(recipe, recipe.config, recipe.sources, seed_of(recipe), output_dir(workspace, recipe, key),
+                          key, merge, trust_remote_code)
+    fingerprints = {str(p): model_dirs.fingerprint(p) for p in recipe.sources}
+    keys = stage_builds.stage_keys(recipe, fingerprints)
+    outputs: dict[str, Path] = {}
+    done, seconds = [], 0.0
+    for stage, stage_key in zip(recipe.stages[:-1], keys):
+        folder = stage_builds.stage_dir(workspace, stage_key)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.parent / f".{folder.name}.lock", "a") as lock:  # two recipes, one shared stage
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            one = _build_one(recipe, stage_builds.resolved(stage.config, outputs),
+                             stage.sources + tuple(outputs[u] for u in stage.uses), stage_builds.stage_seed(stage),
+                             folder, stage_key, replace(merge, dtype=None), trust_remote_code, stage=stage.name)
+        outputs[stage.name] = folder
+        done.append((stage.name, one.cached))
+        seconds += one.seconds
+    last = recipe.stages[-1]
+    final = _build_one(recipe, stage_builds.resolved(last.config, outputs),
+                       last.sources + tuple(outputs[u] for u in last.uses), stage_builds.stage_seed(last),
+                       output_dir(workspace, recipe, key), key, merge, trust_remote_code)
+    return BuiltModel(recipe.name, key, final.path, final.cached, seconds + final.seconds, final.repaired,
+                      stages=tuple(done))
+
+
+def _build_one(recipe: Recipe, config: dict, sources: tuple[Path, ...], seed: int, final: Path, key: str,
+               merge: MergeSettings, trust_remote_code: bool, stage: str | None = None) -> BuiltModel:
+    """One mergekit run into `final`, unless it is built and intact there already. An earlier
+    stage gets no out_dtype of the sweep's: only the final merge is cast."""
+    what = f"stage {stage} of {recipe.name}" if stage else recipe.name
     damaged = None
     if (final / store.MARKER).is_file():
         # a cached merge is about to be loaded for answering: worth one read to trust its bytes
         damaged = store.damage(final)
         if damaged is None:
             return BuiltModel(recipe.name, key, final, cached=True, seconds=0.0)
-        WORKER_LOG.warning(f"{recipe.name}: the built merge in {final} is damaged ({damaged}): rebuilding")
+        WORKER_LOG.warning(f"{what}: the built merge in {final} is damaged ({damaged}): rebuilding")
 
     final.parent.mkdir(parents=True, exist_ok=True)
-    need, free = estimate_bytes(recipe), model_dirs.free_bytes(final.parent)
+    need, free = estimate_bytes(recipe, config, sources), model_dirs.free_bytes(final.parent)
     if need > free:
         raise BuildError(
-            f"{recipe.path}: not enough disk for the merge under {final.parent}: "
+            f"{recipe.path}: not enough disk for {'stage ' + stage if stage else 'the merge'} under {final.parent}: "
             f"needs about {need / 2**30:.2f} GiB, {free / 2**30:.2f} GiB free"
         )
     _clear_stale_temps(final.parent, final.name)
@@ -204,11 +235,12 @@ def build(
     config_file = tmp.parent / f".tmp-{final.name}-{os.getpid()}.yaml"
     started = time.perf_counter()
     try:
-        _merge_into(recipe, tmp, config_file, merge, trust_remote_code)
+        _merge_into(recipe, config, seed, tmp, config_file, merge, trust_remote_code, stage)
         store.write_atomic(tmp / "mergeval_recipe.yaml", recipe.text)
         os.replace(tmp, final)
         seconds = time.perf_counter() - started
-        store.mark_complete(final, {"recipe": recipe.name, "key": key, "seconds": round(seconds, 3)})
+        store.mark_complete(final, {"recipe": recipe.name, "key": key, "seconds": round(seconds, 3),
+                                    **({"stage": stage} if stage else {})})
     except BaseException as e:  # a failed or interrupted build leaves nothing behind
         store.remove_tree(tmp)
         config_file.unlink(missing_ok=True)
@@ -220,16 +252,17 @@ def build(
     return BuiltModel(recipe.name, key, final, cached=False, seconds=seconds, repaired=damaged)
 
 
-def _merge_into(recipe: Recipe, tmp: Path, config_file: Path, merge: MergeSettings,
-                trust_remote_code: bool = False) -> None:
-    """Run mergekit in its own process, writing the merge into `tmp`."""
+def _merge_into(recipe: Recipe, config: dict, seed: int, tmp: Path, config_file: Path, merge: MergeSettings,
+                trust_remote_code: bool = False, stage: str | None = None) -> None:
+    """Run mergekit (mergekit-moe's build for a MoE) in its own process, writing the merge into `tmp`."""
     store.remove_tree(tmp)
     tmp.mkdir()
-    config = dict(recipe.config, out_dtype=merge.dtype) if merge.dtype else recipe.config
+    config = dict(config, out_dtype=merge.dtype) if merge.dtype and recipe.kind != "moe" else config
     store.write_atomic(config_file, yaml.safe_dump(config, sort_keys=False))
     cmd = [sys.executable, "-m", "mergeval.engine.merge_worker", str(config_file), str(tmp),
-           "--seed", str(seed_of(recipe)), "--device", merge.device]
+           "--seed", str(seed), "--device", merge.device]
     cmd += ["--trust-remote-code"] if trust_remote_code else []
+    cmd += ["--moe"] if recipe.kind == "moe" else []
     cmd += ["--lazy-unpickle"] if merge.lazy_unpickle else []
     cmd += ["--low-cpu-memory"] if merge.low_cpu_memory else []
     cmd += ["--shard-size", merge.shard_size] if merge.shard_size else []
@@ -239,7 +272,9 @@ def _merge_into(recipe: Recipe, tmp: Path, config_file: Path, merge: MergeSettin
     if proc.returncode != 0 and _says_disk_full(proc.stderr):
         raise OSError(errno.ENOSPC, _last_error(proc.stderr))
     if proc.returncode != 0 or not (tmp / "config.json").exists():
-        raise BuildError(f"{recipe.path}: mergekit failed: {_last_error(proc.stderr)}")
+        where = f" (stage {stage})" if stage else ""
+        raise BuildError(f"{recipe.path}: mergekit{'-moe' if recipe.kind == 'moe' else ''} failed{where}: "
+                         f"{_last_error(proc.stderr)}")
 
 
 # How a full disk reads in the worker's stderr: Python's OSError, or the Rust I/O error of

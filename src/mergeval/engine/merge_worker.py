@@ -1,4 +1,7 @@
-"""One merge in its own process: `python -m mergeval.engine.merge_worker CONFIG.yaml OUT_DIR --seed N`.
+"""One merge in its own process: `python -m mergeval.engine.merge_worker CONFIG.yaml OUT_DIR --seed N [--moe]`.
+
+--moe: CONFIG is a mergekit-moe recipe, built by mergekit-moe's own `build` (the gates from the
+base model's hidden states on the prompts, or from embeddings, or random, per gate_mode).
 
 Run by the build stage, never imported by it: mergekit's loader cache, random seed, thread
 count and logging are process-global, so a fresh process per merge is the only way to get a
@@ -59,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lazy-unpickle", action="store_true")
     parser.add_argument("--low-cpu-memory", action="store_true")
     parser.add_argument("--shard-size", default=None, help='mergekit out_shard_size, e.g. "2B"')
+    parser.add_argument("--moe", action="store_true")  # a mergekit-moe recipe: mergekit-moe's build
     args = parser.parse_args(argv)
 
     import torch
@@ -70,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = int(os.environ.get("MERGEVAL_THREADS", "0"))
     if threads:
         torch.set_num_threads(threads)
-    _patch_out_config()
     text = open(args.config, encoding="utf-8").read()
-    config = MergeConfiguration.model_validate(yaml.safe_load(text))
     options = MergeOptions(
         random_seed=args.seed,
         device=args.device,
@@ -84,7 +86,21 @@ def main(argv: list[str] | None = None) -> int:
         quiet=True,
         **({"out_shard_size": parse_kmb(args.shard_size)} if args.shard_size else {}),
     )
+    if args.moe:
+        return _moe(text, args, options)
+    _patch_out_config()
+    config = MergeConfiguration.model_validate(yaml.safe_load(text))
     run_merge(config, args.out, options=options, config_source=text)
+    return 0
+
+
+def _moe(text: str, args, options) -> int:
+    import yaml
+    from mergekit.moe.config import MoEMergeConfig
+    from mergekit.scripts.moe import build
+
+    options.apply_global_options()  # the seed: random gates and expert noise come from torch's generator
+    build(MoEMergeConfig.model_validate(yaml.safe_load(text)), args.out, merge_options=options, device=args.device)
     return 0
 
 

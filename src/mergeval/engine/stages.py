@@ -127,7 +127,8 @@ def build_stage(plan: SweepPlan, cand: Candidate, log=print) -> dict:
     log(f"build {cand.name}: {'cached' if built.cached else f'built in {built.seconds:.1f}s'}"
         + (f" (rebuilt: its weights were pruned after an earlier run, and {missing} of {len(plan.items)} "
            "items have no saved answer)" if rebuilt else "")
-        + (f" (the cached merge was damaged: {built.repaired})" if built.repaired else ""))
+        + (f" (the cached merge was damaged: {built.repaired})" if built.repaired else "")
+        + "".join(f"; stage {name} {'found built' if found else 'built'}" for name, found in built.stages))
     return {"executed": int(not built.cached), "cached": int(built.cached), "seconds": built.seconds,
             "bytes": model_dirs.dir_size(built.path), "repaired": int(built.repaired is not None),
             "rebuilt": int(rebuilt)}

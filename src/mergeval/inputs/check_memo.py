@@ -24,7 +24,8 @@ from mergeval.inputs.source_models import locate
 
 # The code whose verdict is remembered: editing any of it invalidates every memo.
 _CHECKER_SOURCES = ("recipe_checks.py", "method_contracts.py", "source_models.py", "strict_yaml.py", "recipes.py",
-                    "check_memo.py")
+                    "check_memo.py", "moe_checks.py", "stages_checks.py", "tokenizer_options.py",
+                    "recipe_refs.py")
 
 
 @lru_cache(maxsize=1)

@@ -25,6 +25,7 @@ class Ref:
     raw: str
     path: Path | None = None
     info: ModelInfo | None = None
+    stage: str | None = None  # names an earlier stage of a multi-stage recipe, not a folder
 
     @property
     def id(self) -> str:

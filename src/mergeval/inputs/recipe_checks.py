@@ -31,8 +31,10 @@ from mergeval.core.workspace import Workspace
 from mergeval.inputs.method_contracts import Group, Input, MethodContracts, Ref
 from mergeval.inputs.source_models import ModelInfo, locate, model_info
 from mergeval.inputs.strict_yaml import YamlDoc, unknown_key_problems
+from mergeval.inputs.tokenizer_options import chat_template_problem
 
 MERGEVAL_KEYS = ("random_seed",)
+STAGE_REF = "mergeval-stage:"  # a reference to an earlier stage, as rewritten until that stage is built
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
@@ -43,18 +45,23 @@ class Checked:
     sources: list[Path] = field(default_factory=list)
     base_model: Path | None = None
     located: list[tuple[str, str | None, Path]] = field(default_factory=list)  # (raw, revision, folder)
+    stages_used: list[str] = field(default_factory=list)  # earlier stages named as models (stages_checks.py)
 
 
-def check_recipe(doc: YamlDoc, workspace: Workspace) -> Checked:
-    return _Checker(doc, workspace).run()
+def check_recipe(doc: YamlDoc, workspace: Workspace, stages: dict[str, ModelInfo] | None = None) -> Checked:
+    """`stages`: in a multi-stage recipe, the earlier stages this one may name as a model, with
+    what their output will look like; such a reference is rewritten to STAGE_REF + name."""
+    return RecipeChecker(doc, workspace, stages).run()
 
 
 def _fields(model: Any) -> list[str]:
     return list(model.model_fields)
 
 
-class _Checker(MethodContracts):
-    def __init__(self, doc: YamlDoc, workspace: Workspace):
+class RecipeChecker(MethodContracts):
+    """The walk over one mergekit-yaml recipe; moe_checks.py reuses its model references."""
+
+    def __init__(self, doc: YamlDoc, workspace: Workspace, stages: dict[str, ModelInfo] | None = None):
         import mergekit.config as mkc
         from mergekit.merge_methods import registry
 
@@ -67,6 +74,7 @@ class _Checker(MethodContracts):
         self.spec = None
         self.broken = False  # the recipe's shape is wrong: skip the checks that need it
         self._info: dict[Path, ModelInfo | None] = {}
+        self.stages = stages or {}
 
     def add(self, key: tuple, message: str) -> None:
         self.out.problems.append(self.doc.problem(key, message))
@@ -106,6 +114,8 @@ class _Checker(MethodContracts):
         if d.get("modules"):
             self.modules(d["modules"], base, top)
         self.tokenizer(d, base)
+        if problem := chat_template_problem(d.get("chat_template")):  # else it fails after the merge
+            self.add(("chat_template",), problem)
         if not self.broken:  # a missing model or an unknown key hides no other problem
             self.groups_check()
             self.compatible(d)
@@ -242,6 +252,12 @@ class _Checker(MethodContracts):
             if isinstance(raw, str) and raw.count("@") == 1:
                 raw, rev = raw.split("@")
         ref = Ref(pkey, self.doc.line(*key), str(raw))
+        if isinstance(raw, str) and raw in self.stages:  # an earlier stage: built before this one
+            ref.stage, ref.info = raw, self.stages[raw]
+            self.out.rewrites.append((pkey, STAGE_REF + raw))
+            self.out.stages_used.append(raw)
+            (self.tokenizer_refs if tokenizer else self.refs).append(ref)
+            return ref
         if not isinstance(raw, str) or not raw.strip():
             self.add(key, f"expected a model folder path or hub id, got {raw!r}")
             return ref
@@ -291,10 +307,10 @@ class _Checker(MethodContracts):
             self.add(g.key, f"the sources of one slice must have the same number of layers; got {sorted(lengths)}")
 
     def compatible(self, d: dict) -> None:
-        seen: dict[Path, Ref] = {}
+        seen: dict[str, Ref] = {}
         for r in self.refs:
-            if r.path is not None and r.info is not None and r.path not in seen:
-                seen[r.path] = r
+            if (r.path is not None or r.stage) and r.info is not None and r.id not in seen:
+                seen[r.id] = r
         refs = list(seen.values())
         if len(refs) < 2:
             return

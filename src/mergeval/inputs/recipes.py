@@ -11,6 +11,12 @@ against mergekit's own schema (its pydantic models) and method registry (each me
 input contract and parameter declarations), and against the source models' config.json;
 the checks are in recipe_checks.py.
 
+Three kinds, told apart by content (each checked by its own module):
+    plain        a mergekit-yaml recipe (merge_method: ...)            recipe_checks.py
+    moe          a mergekit-moe recipe (base_model:, experts: ...)     moe_checks.py
+    multi-stage  mergekit-multi: `---`-separated recipes with name:    stages_checks.py
+                 recipe.stages lists them in build order, the final merge last
+
 mergeval's own key, beside mergekit's:
     random_seed: 7    # for stochastic methods (dare_*, della*, ...): a merge is then the
                       # same bit for bit on every rebuild; stripped before mergekit sees it.
@@ -26,17 +32,33 @@ from typing import Any
 from mergeval.core.errors import InputError, Problem
 from mergeval.core.workspace import Workspace
 from mergeval.inputs.check_memo import checked_with_memo
-from mergeval.inputs.recipe_checks import check_recipe
+from mergeval.inputs.moe_checks import check_moe, is_moe
+from mergeval.inputs.recipe_checks import STAGE_REF, check_recipe
+from mergeval.inputs.recipe_refs import with_named_recipes
 from mergeval.inputs.source_models import ModelInfo, model_info, source_name
-from mergeval.inputs.strict_yaml import load_yaml
+from mergeval.inputs.stages_checks import check_stages, final_index, is_multi_stage, stage_name, stage_order
+from mergeval.inputs.strict_yaml import YamlDoc, load_yaml_documents
 from mergeval.inputs.text_files import read_text_file
 
 __all__ = [
-    "RECIPE_SUFFIXES", "ModelInfo", "Recipe", "is_stochastic", "load_recipe", "load_recipes",
+    "KINDS", "RECIPE_SUFFIXES", "STAGE_REF", "ModelInfo", "Recipe", "Stage", "is_stochastic", "load_recipe", "load_recipes",
     "model_info", "read_recipe", "read_recipes", "recipe_files",
 ]
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
+KINDS = ("plain", "moe", "multi-stage")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One merge of a multi-stage recipe: its own build, keyed by its content and its inputs."""
+
+    name: str | None  # None: the final merge, when its document has no name:
+    config: dict  # for mergekit; an earlier stage it names is STAGE_REF + that stage's name
+    method: str
+    uses: tuple[str, ...]  # the earlier stages it names
+    sources: tuple[Path, ...]  # the model folders it names itself
+    random_seed: int | None
 
 
 @dataclass(frozen=True)
@@ -50,11 +72,19 @@ class Recipe:
     base_model: Path | None
     random_seed: int | None
     source_names: tuple[tuple[Path, str], ...] = ()  # (folder, hub id[@revision]) for hub models
+    kind: str = "plain"  # one of KINDS
+    stages: tuple[Stage, ...] = ()  # multi-stage: every stage in build order, the final merge last;
+    # then config, method and random_seed are the final merge's, sources the models of every stage
 
     @property
     def stochastic(self) -> bool:
-        """True when the method draws random masks: rebuilds differ without random_seed."""
-        return is_stochastic(self.method)
+        """True when the method draws random masks (a stage's, for multi-stage; random gates or
+        expert noise, for a MoE): rebuilds would differ without a seed (mergeval always sets one)."""
+        if self.kind == "moe":
+            experts = (self.config.get("experts") or []) + (self.config.get("shared_experts") or [])
+            return self.config.get("gate_mode") in ("random", "uniform_random") or any(
+                isinstance(e, dict) and e.get("noise_scale") for e in experts)
+        return any(is_stochastic(s.method) for s in self.stages) if self.stages else is_stochastic(self.method)
 
 
 def is_stochastic(method: str) -> bool:
@@ -107,9 +137,14 @@ def read_recipes(paths: list[Path], workspace: Workspace,
         else:
             files.append((p, None))
     first_by_name: dict[str, Path] = {}
+    siblings = {}  # a recipe may name another of its folder by its stem (recipe_refs.py)
+    for f, _ in files:
+        siblings.setdefault(f.stem, f)
+        for g in recipe_files(f.parent) if f.parent.is_dir() else []:
+            siblings.setdefault(g.stem, g)
     for f, folder in files:
-        recipe, found = read_recipe(f, workspace, inside=folder, memos=memos)
-        problems += found
+        recipe, found = read_recipe(f, workspace, inside=folder, memos=memos, siblings=siblings)
+        problems += [p for p in found if p not in problems]  # a named recipe's own problems: once
         if recipe is None:
             continue
         if recipe.name in first_by_name and first_by_name[recipe.name] != f:
@@ -123,27 +158,45 @@ def read_recipes(paths: list[Path], workspace: Workspace,
     return recipes, problems
 
 
-def read_recipe(path: Path, workspace: Workspace, inside: Path | None = None,
-                memos: list | None = None) -> tuple[Recipe | None, list[Problem]]:
+def read_recipe(path: Path, workspace: Workspace, inside: Path | None = None, memos: list | None = None,
+                siblings: dict[str, Path] | None = None) -> tuple[Recipe | None, list[Problem]]:
     """Parse and check one recipe; (recipe or None, every problem found).
 
     `inside`: the folder it was listed from; a link leading out of it is refused. A recipe
     that passed before, unchanged and with unchanged sources, is not checked again
-    (check_memo.py); `memos` collects new passing checks for the caller to remember."""
+    (check_memo.py); `memos` collects new passing checks for the caller to remember.
+    `siblings`: the other recipes of the sweep by stem, which this one may name as models."""
     text, problems = read_text_file(path, "a recipe", inside=inside)
     if text is None:
         return None, problems
-    doc = load_yaml(text, path)
-    if doc.problems and doc.data is None:
-        return None, doc.problems
-    if not isinstance(doc.data, dict):
+    docs = load_yaml_documents(text, path)
+    broken = [p for d in docs if d.data is None for p in d.problems]
+    if broken or not docs:
+        return None, broken or [p for d in docs for p in d.problems]
+    kind = "multi-stage" if is_multi_stage(docs) else "moe" if is_moe(docs[0].data) else "plain"
+    doc = docs[0]
+    if kind != "multi-stage" and not isinstance(doc.data, dict):
         return None, doc.problems + [
             Problem(path, doc.line() or 1, "a recipe is a YAML mapping (merge_method: ..., models: ...)")
         ]
-    checked = checked_with_memo(text, workspace, lambda: check_recipe(doc, workspace), memos)
-    problems = sorted(doc.problems + checked.problems, key=lambda p: p.line or 0)
+    if kind == "plain" and any(k in doc.data for k in ("experts", "gate_mode")):
+        return None, [doc.problem(("merge_method",), "a recipe is either a mergekit-yaml merge (merge_method:) or "
+                                  "a mergekit-moe MoE (experts:, gate_mode:), not both")]
+    key_text = text
+    if kind != "moe" and siblings:
+        docs, texts, found = with_named_recipes(path, docs, siblings, workspace)
+        if found:
+            return None, found
+        if texts:  # read as the stages of the recipes it names, then its own
+            kind, key_text = "multi-stage", "\n---\n".join([text] + texts)
+    check = {"plain": lambda: check_recipe(doc, workspace), "moe": lambda: check_moe(doc, workspace),
+             "multi-stage": lambda: check_stages(docs, workspace)}[kind]
+    checked = checked_with_memo(key_text, workspace, check, memos)
+    problems = sorted([p for d in docs for p in d.problems] + checked.problems, key=lambda p: p.line or 0)
     if problems:
         return None, problems
+    if kind == "multi-stage":
+        return _multi_stage(path, text, docs, checked), []
     config = copy.deepcopy(doc.data)
     seed = config.pop("random_seed", None)
     for key, resolved in checked.rewrites:
@@ -154,11 +207,12 @@ def read_recipe(path: Path, workspace: Workspace, inside: Path | None = None,
             path=path,
             text=text,
             config=config,
-            method=config["merge_method"],
+            method=config["merge_method"] if kind == "plain" else "moe",
             sources=tuple(checked.sources),
             base_model=checked.base_model,
             random_seed=seed,
             source_names=_source_names(checked.located, workspace),
+            kind=kind,
         ),
         [],
     )
@@ -173,6 +227,29 @@ def _source_names(located, workspace: Workspace) -> tuple[tuple[Path, str], ...]
         if name is not None and (path not in names or ("@" in names[path] and "@" not in name)):
             names[path] = name
     return tuple(names.items())
+
+
+def _multi_stage(path: Path, text: str, docs: list[YamlDoc], checked) -> Recipe:
+    configs = [copy.deepcopy({k: v for k, v in d.data.items() if k != "name"}) for d in docs]
+    sources: list[list[Path]] = [[] for _ in docs]
+    for (i, *key), resolved in checked.rewrites:
+        _set(configs[i], tuple(key), resolved)
+        if not resolved.startswith(STAGE_REF) and Path(resolved) not in sources[i]:
+            sources[i].append(Path(resolved))
+    final = final_index(docs)
+    order = [i for i in stage_order(docs) if i != final] + [final]
+    stages = []
+    for i in order:
+        seed = configs[i].pop("random_seed", None)
+        uses = tuple(dict.fromkeys(v.removeprefix(STAGE_REF) for (j, *_), v in checked.rewrites
+                                   if j == i and v.startswith(STAGE_REF)))
+        stages.append(Stage(stage_name(docs[i]), configs[i], configs[i]["merge_method"], uses,
+                            tuple(sources[i]), seed))
+    last = stages[-1]
+    return Recipe(name=path.stem, path=path, text=text, config=last.config,
+                  method=" → ".join(s.method for s in stages), sources=tuple(checked.sources),
+                  base_model=checked.base_model, random_seed=last.random_seed, kind="multi-stage",
+                  stages=tuple(stages))
 
 
 def _set(data: Any, key: tuple, value: Any) -> None:

@@ -98,25 +98,40 @@ def load_yaml(text: str, path: Path, line_offset: int = 0) -> YamlDoc:
     that contains itself, aliases that expand to millions of values (a "billion laughs"
     bomb, which every later walk over the data would pay for) and an integer too long for
     Python to convert all become problems."""
-    doc = YamlDoc(path=path, line_offset=line_offset)
+    return _load(text, path, line_offset, several=False)[0]
+
+
+def load_yaml_documents(text: str, path: Path) -> list[YamlDoc]:
+    """Every `---`-separated document of the text (mergekit-multi's format), each with its
+    own lines and problems, checked like load_yaml. A YAML error stops the reading there: the
+    last document then carries the problem (and no data)."""
+    return _load(text, path, 0, several=True)
+
+
+def _load(text: str, path: Path, line_offset: int, several: bool) -> list[YamlDoc]:
     line_of = _LineOf(text, line_offset)
+    doc = YamlDoc(path=path, line_offset=line_offset)
     try:  # PyYAML checks for control characters as soon as it is handed the text
         loader = StrictLoader(text)
     except yaml.reader.ReaderError as e:
         at = yaml.Mark("", e.position, 0, 0, None, None)
         doc.problems.append(Problem(path, line_of(at), f"not valid YAML: control character "
                                                        f"#x{e.character:04x} (not allowed in YAML)"))
-        return doc
+        return [doc]
+    docs: list[YamlDoc] = []
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return doc
-        shape = _shape_problem(node)
-        if shape:
-            mark, what = shape
-            doc.problems.append(Problem(path, line_of(mark), what))
-            return doc
-        doc.data = loader.construct_document(node)
+        while True:
+            doc = YamlDoc(path=path, line_offset=line_offset)
+            if several:  # check_node drops the stream's start; False at its end
+                node = loader.get_node() if loader.check_node() else None
+            else:
+                node = loader.get_single_node()
+            if node is None:
+                return docs or [doc]
+            docs.append(doc)
+            _document(loader, node, doc, line_of)
+            if not several or doc.data is None and doc.problems:
+                return docs
     except yaml.MarkedYAMLError as e:
         mark, what = e.problem_mark or e.context_mark, e.problem or str(e)
         if e.context and e.context_mark:
@@ -127,22 +142,30 @@ def load_yaml(text: str, path: Path, line_offset: int = 0) -> YamlDoc:
                 mark = e.context_mark
         line = line_of(mark) if mark else 1 + line_offset
         doc.problems.append(Problem(path, line, f"not valid YAML: {what}"))
-        return doc
     except yaml.YAMLError as e:
         doc.problems.append(Problem(path, 1 + line_offset, f"not valid YAML: {e}"))
-        return doc
     except RecursionError:
         doc.problems.append(Problem(path, 1 + line_offset, f"YAML nested too deeply (more than {MAX_DEPTH} levels)"))
-        return doc
     except (ValueError, OverflowError) as e:  # int("9" * 5000) is refused by Python itself
         doc.problems.append(Problem(path, 1 + line_offset, f"not valid YAML: a value Python cannot read ({e})"))
-        return doc
     finally:
         loader.dispose()
+    doc.data = None  # a document the error cut short
+    return docs if docs and docs[-1] is doc else docs + [doc]
+
+
+def _document(loader: StrictLoader, node: yaml.Node, doc: YamlDoc, line_of: _LineOf) -> None:
+    shape = _shape_problem(node)
+    if shape:
+        mark, what = shape
+        doc.problems.append(Problem(doc.path, line_of(mark), what))
+        return
+    loader.duplicates = []
+    doc.data = loader.construct_document(node)
     for line, key, first in loader.duplicates:
         doc.problems.append(
             Problem(
-                path,
+                doc.path,
                 line_of(line),
                 f"duplicate key {key!r} (first set on line {line_of(first)}); "
                 "YAML would silently keep only the last one",
@@ -150,7 +173,6 @@ def load_yaml(text: str, path: Path, line_offset: int = 0) -> YamlDoc:
         )
     doc.lines[()] = line_of(node.start_mark)
     _record_lines(node, (), doc.lines, line_of)
-    return doc
 
 
 def _shape_problem(root: yaml.Node) -> tuple[yaml.Mark, str] | None:

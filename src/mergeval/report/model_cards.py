@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from mergeval.core import store
+from mergeval.inputs.tokenizer_options import tokenizer_effect
 
 
 def _num(x, signed: bool = False) -> str:
@@ -35,7 +36,7 @@ def card(cand, row: dict, comparisons: pd.DataFrame, skill_ci: pd.DataFrame | No
     lines = [
         "---", "library_name: transformers", "tags:", "- merge", "- mergekit", "- mergeval", "---", "",
         f"# {cand.name}", "",
-        f"A `{cand.method}` merge of {', '.join(f'`{p}`' for p in cand.parents)}, built with mergekit and graded "
+        f"{what_it_is(cand)}, built with mergekit and graded "
         f"by mergeval on a private item suite. This card was written by run `{run['run']}`.", "",
         "## Scores", "",
         f"Rank {row['rank']} of {n_models} (in {stats['level'] * 100:.0f} % of bootstrap replicates it ranks "
@@ -58,6 +59,7 @@ def card(cand, row: dict, comparisons: pd.DataFrame, skill_ci: pd.DataFrame | No
             lines.append(f"| `{r['parent']}`{best} | {_num(r['diff'], True)} | {_ci(r['ci_low'], r['ci_high'], True)} "
                          f"| {r['won']} / {r['lost']} / {r['tied']} | {r['verdict']} |")
         lines.append("")
+    lines += ["## Tokenizer", "", *[f"- {t}" for t in tokenizer_effect(cand.recipe)], ""]
     lines += ["## Recipe", "", f"`{cand.recipe.path.name}`:", "", "```yaml", cand.recipe.text.rstrip(), "```", "",
               "## How it was graded", "",
               f"- item suite hash: `{run['suite_hash']}` ({len(run['hashes']['items'])} items; the items stay private)",
@@ -67,6 +69,22 @@ def card(cand, row: dict, comparisons: pd.DataFrame, skill_ci: pd.DataFrame | No
               f"- intervals: {stats['method']}, {stats['replicates']} replicates, seed {stats['seed']}",
               f"- mergeval {run['packages'].get('mergeval', '?')}, mergekit {run['packages'].get('mergekit', '?')}", ""]
     return "\n".join(lines)
+
+
+def what_it_is(cand) -> str:
+    """The card's first words: a plain merge, a frankenMoE (base + experts) or a multi-stage merge."""
+    parents = ", ".join(f"`{p}`" for p in cand.parents)
+    kind = getattr(cand.recipe, "kind", "plain")
+    if kind == "moe":
+        base = cand.recipe.base_model.name
+        experts = [p for p in cand.parents if p != base] or [base]
+        return (f"A mixture of experts (mergekit-moe, gate mode `{cand.recipe.config.get('gate_mode', 'hidden')}`) "
+                f"with the attention and embeddings of `{base}` and the MLPs of {', '.join(f'`{e}`' for e in experts)}"
+                " as experts")
+    if kind == "multi-stage":
+        return (f"A multi-stage merge ({len(cand.recipe.stages)} stages: `{cand.method}`) of {parents}, "
+                "each stage merged by mergekit in turn")
+    return f"A `{cand.method}` merge of {parents}"
 
 
 def write_cards(plan, run: dict, ranking: pd.DataFrame, comparisons: pd.DataFrame,
