@@ -87,21 +87,7 @@ def plan_sweep(
     if problems:
         raise InputError(problems)
 
-    sources = list(dict.fromkeys(p for r in recipes for p in r.sources))
-    fingerprints = {str(p): model_dirs.fingerprint(p) for p in sources}
-    names = source_names(sources)
-    candidates = [
-        Candidate(names[p], "source", f"{p.name}-{fingerprints[str(p)][:16]}", fingerprints[str(p)], p)
-        for p in sources
-    ]
-    for r in recipes:
-        key = build.build_key(r, fingerprints)
-        candidates.append(
-            Candidate(
-                r.name, "merge", f"{r.name}-{key[:16]}", key, build.output_dir(workspace, r, key),
-                recipe=r, parents=tuple(names[p] for p in r.sources), method=r.method,
-            )
-        )
+    candidates = candidates_for(workspace, recipes)
     trusted, problems = remote_code.named(candidates, trust_remote_code, workspace.resolve)
     if problems:
         raise InputError(problems)
@@ -111,6 +97,29 @@ def plan_sweep(
         workspace, configs, items_dir, judge_file, tuple(items), judge, judge.fingerprint(),
         generation or GenerationSettings(), tuple(candidates), tuple(recipes),
     )
+
+
+def candidates_for(workspace: Workspace, recipes: list[Recipe], fingerprints: dict[str, str] | None = None,
+                   sources: bool = True) -> list[Candidate]:
+    """The source models the recipes name (unless not `sources`), then one merge per recipe.
+    `fingerprints` (source path → fingerprint) may be given to skip hashing known folders."""
+    paths = list(dict.fromkeys(p for r in recipes for p in r.sources))
+    fingerprints = dict(fingerprints or {})
+    fingerprints.update({str(p): model_dirs.fingerprint(p) for p in paths if str(p) not in fingerprints})
+    names = source_names(paths)
+    candidates = [
+        Candidate(names[p], "source", f"{p.name}-{fingerprints[str(p)][:16]}", fingerprints[str(p)], p)
+        for p in paths
+    ] if sources else []
+    for r in recipes:
+        key = build.build_key(r, fingerprints)
+        candidates.append(
+            Candidate(
+                r.name, "merge", f"{r.name}-{key[:16]}", key, build.output_dir(workspace, r, key),
+                recipe=r, parents=tuple(names[p] for p in r.sources), method=r.method,
+            )
+        )
+    return candidates
 
 
 def trusting(cand: Candidate, workspace: Workspace) -> Candidate:
