@@ -7,8 +7,8 @@ models they merge are planned like a sweep whose items are the held-out part of 
 through the same stages, and ranked by engine/stages.finish with the usual intervals, so the
 run folder is a normal one (ranking.csv, report.md, report.html, results.jsonl, run.json) plus
 trials.csv (every trial), best.yaml (the best finalist on the held-out items, as a plain
-mergekit recipe with its search lineage in a comment header) and search.md (the study, score
-against trial, the parameters' importance).
+mergekit recipe with its search lineage in a comment header), search.md (the study, score
+against trial, the parameters' importance) and trials.svg (score against trial, as a plot).
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def search_md(trials: Trials, finalists: list, heldout: dict[str, float]) -> str
         name = t.user_attrs["recipe"]
         h = heldout.get(name)
         lines.append(f"| {t.number} | {name} | {t.value:.3f} | {'–' if h is None else f'{h:.3f}'} |")
-    lines += ["", "## Score against trial", "", "| trial | score | best so far |", "|---|---|---|"]
+    lines += ["", "## Score against trial", "", "![score against trial](trials.svg)", "",
+              "| trial | score | best so far |", "|---|---|---|"]
     best = float("-inf")
     for t in sorted(done, key=lambda t: t.number):
         best = max(best, t.value)
@@ -89,6 +90,31 @@ def search_md(trials: Trials, finalists: list, heldout: dict[str, float]) -> str
     lines += ["", "## Parameters' importance (Optuna's default evaluator, on the search scores)", ""]
     lines += _importance(trials)
     return "\n".join(lines) + "\n"
+
+
+def trials_svg(trials: Trials) -> str:
+    """Score against trial (dots) and the best so far (a step line): one self-contained SVG."""
+    done = sorted((t for t in trials.study.get_trials(deepcopy=False) if t.value is not None), key=lambda t: t.number)
+    w, h, pad = 640, 320, 40
+    last = max((t.number for t in done), default=1) or 1
+    lo, hi = min((t.value for t in done), default=0.0), max((t.value for t in done), default=1.0)
+    lo, hi = (lo - 0.05, hi + 0.05) if hi - lo < 1e-9 else (lo, hi)
+
+    def xy(n: int, v: float) -> tuple[float, float]:
+        return pad + (w - 2 * pad) * n / last, h - pad - (h - 2 * pad) * (v - lo) / (hi - lo)
+
+    dots = "".join('<circle cx="%.1f" cy="%.1f" r="3" fill="#4c72b0"/>' % xy(t.number, t.value) for t in done)
+    best, path = float("-inf"), []
+    for t in done:
+        best = max(best, t.value)
+        path.append("%.1f,%.1f" % xy(t.number, best))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">'
+            f'<rect width="{w}" height="{h}" fill="white"/>'
+            f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>'
+            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#888"/>'
+            f'<text x="{w / 2}" y="{h - 8}" text-anchor="middle">trial (0 to {last})</text>'
+            f'<text x="4" y="{pad - 8}">search score ({lo:.3f} to {hi:.3f}); line: best so far</text>'
+            f'<polyline points="{" ".join(path)}" fill="none" stroke="#dd8452" stroke-width="2"/>{dots}</svg>\n')
 
 
 def _importance(trials: Trials) -> list[str]:
@@ -122,7 +148,7 @@ def finish(trials: Trials, evaluate, stats: dict, settings: dict, started: datet
     scores = {c.name: stages.mean_score(held, c) for c in graded}
     merged = [t for t in finalists if t.user_attrs["recipe"] in scores]
     extras = {"trials.csv": trials_csv(trials, {k: v for k, v in scores.items() if k in {r.name for r in recipes}}),
-              "search.md": search_md(trials, finalists, scores)}
+              "search.md": search_md(trials, finalists, scores), "trials.svg": trials_svg(trials)}
     if merged:
         best = max(merged, key=lambda t: (scores[t.user_attrs["recipe"]], -t.number))
         name = best.user_attrs["recipe"]

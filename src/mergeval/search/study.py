@@ -19,8 +19,9 @@ cut off by a kill; it is marked FAIL (user attr `interrupted`) and its values ar
 first, so the sampler's history is what an uninterrupted search would have had. Trials that
 finished (COMPLETE, or FAIL in one of their stages) are never run again; `retry_failed` asks a
 stage-failed trial's values again, when its error is fixed. The sampler is rebuilt before
-every ask with a seed derived from --seed and the number of finished trials, so a resumed
-search asks what the uninterrupted one would have asked.
+every ask with a seed derived from --seed and the number of finished trials: TPE and random
+sampling see only finished trials, so a resumed search should ask what an uninterrupted one
+would have (by design; the tests check that no finished trial runs again, not this).
 """
 
 from __future__ import annotations
