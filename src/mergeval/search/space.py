@@ -389,4 +389,4 @@ def _grid_points(tree: Any) -> list[dict]:
 def value_label(value: Any) -> str:
     """A value as it goes into a grid file's name: 0.5, ties, zoo-base."""
     text = f"{value:g}" if isinstance(value, float) else str(value)
-    return "".join(c if c.isalnum() or c in ".-" else "-" for c in text.rsplit("/", 1)[-1])[:40] or "x"
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text.rsplit("/", 1)[-1])[:40] or "x"
