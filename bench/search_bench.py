@@ -111,13 +111,14 @@ def main() -> None:
     ws = args.world.resolve()
     if not (ws / "zoo" / "spec_rev" / "config.json").exists():
         make_world(ws)
-    results = [one_seed(ws, s, args.trials) for s in args.seeds]
-    for r in results:
-        print(json.dumps({k: v for k, v in r.items() if k != "trial_heldout"}, indent=1))
-    record = {"when": datetime.now(timezone.utc).isoformat(), "machine": platform.platform(),
-              "cpus": os.cpu_count(), "space": SPACE, "trials": args.trials, "seeds": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    results = []
+    for seed in args.seeds:  # the file is rewritten after each seed: a cut-short bench keeps what it did
+        results.append(one_seed(ws, seed, args.trials))
+        print(json.dumps({k: v for k, v in results[-1].items() if k != "trial_heldout"}, indent=1), flush=True)
+        record = {"when": datetime.now(timezone.utc).isoformat(), "machine": platform.platform(),
+                  "cpus": os.cpu_count(), "space": SPACE, "trials": args.trials, "seeds": results}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
