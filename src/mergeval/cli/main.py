@@ -3,7 +3,7 @@
     mergeval zoo                 # build the offline toy zoo (tiny real models) once
     mergeval sweep               # merge → answer → grade → rank the toy recipes
 
-Each command lives in the module of its family (sweep.py, judge.py, runs.py, canary.py,
+Each command lives in the module of its family (sweep.py, search.py, judge.py, runs.py, canary.py,
 orchestration.py) and never imports this one: the group imports them, and adds them here
 explicitly (no registration by import).
 """
@@ -18,6 +18,7 @@ from mergeval.cli.canary import canary
 from mergeval.cli.judge import calibrate, regrade, rubric
 from mergeval.cli.orchestration import schedule, server, worker
 from mergeval.cli.runs import export, leaderboard
+from mergeval.cli.search import expand, search
 from mergeval.cli.sweep import build_cmd, sweep, validate, zoo
 from mergeval.core.workspace import Workspace
 
@@ -43,7 +44,7 @@ def main(ctx: click.Context, workspace: Path | None) -> None:
 
 
 
-for command in (zoo, validate, build_cmd, sweep, regrade, calibrate, rubric, leaderboard, export, canary,
+for command in (zoo, validate, build_cmd, sweep, search, expand, regrade, calibrate, rubric, leaderboard, export, canary,
                 server, schedule, worker):
     main.add_command(command)
 

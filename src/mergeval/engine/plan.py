@@ -99,27 +99,7 @@ def plan_sweep(
     if problems:
         raise InputError(problems)
 
-    sources = list(dict.fromkeys(p for r in recipes for p in r.sources))
-    fingerprints = {str(p): model_dirs.fingerprint(p) for p in sources}
-    hub_names: dict[Path, str] = {}
-    for r in recipes:  # the first recipe's name for a folder wins; a name without @revision first
-        for p, name in r.source_names:
-            if p not in hub_names or ("@" in hub_names[p] and "@" not in name):
-                hub_names[p] = name
-    names = source_names(sources, hub_names)
-    candidates = [
-        Candidate(names[p], "source", f"{storage_name(names[p]) if p in hub_names else p.name}"
-                  f"-{fingerprints[str(p)][:16]}", fingerprints[str(p)], p)
-        for p in sources
-    ]
-    for r in recipes:
-        key = build.build_key(r, fingerprints, merge)
-        candidates.append(
-            Candidate(
-                r.name, "merge", f"{r.name}-{key[:16]}", key, build.output_dir(workspace, r, key),
-                recipe=r, parents=tuple(names[p] for p in r.sources), method=r.method,
-            )
-        )
+    candidates = candidates_for(workspace, recipes, merge=merge)
     trusted, problems = remote_code.named(candidates, trust_remote_code, workspace.resolve)
     if problems:
         raise InputError(problems)
@@ -129,6 +109,36 @@ def plan_sweep(
         workspace, configs, items_dir, judge_file, tuple(items), judge, judge.fingerprint(),
         generation or GenerationSettings(), tuple(candidates), tuple(recipes), merge,
     )
+
+
+def candidates_for(workspace: Workspace, recipes: list[Recipe], fingerprints: dict[str, str] | None = None,
+                   sources: bool = True, merge=None) -> list[Candidate]:
+    """The source models the recipes name (unless not `sources`), then one merge per recipe.
+    `fingerprints` (source path → fingerprint) may be given to skip hashing known folders;
+    `merge`: the sweep's MergeSettings (its dtype is part of a merge's key)."""
+    paths = list(dict.fromkeys(p for r in recipes for p in r.sources))
+    fingerprints = dict(fingerprints or {})
+    fingerprints.update({str(p): model_dirs.fingerprint(p) for p in paths if str(p) not in fingerprints})
+    hub_names: dict[Path, str] = {}
+    for r in recipes:  # the first recipe's name for a folder wins; a name without @revision first
+        for p, name in r.source_names:
+            if p not in hub_names or ("@" in hub_names[p] and "@" not in name):
+                hub_names[p] = name
+    names = source_names(paths, hub_names)
+    candidates = [
+        Candidate(names[p], "source", f"{storage_name(names[p]) if p in hub_names else p.name}"
+                  f"-{fingerprints[str(p)][:16]}", fingerprints[str(p)], p)
+        for p in paths
+    ] if sources else []
+    for r in recipes:
+        key = build.build_key(r, fingerprints, merge)
+        candidates.append(
+            Candidate(
+                r.name, "merge", f"{r.name}-{key[:16]}", key, build.output_dir(workspace, r, key),
+                recipe=r, parents=tuple(names[p] for p in r.sources), method=r.method,
+            )
+        )
+    return candidates
 
 
 def trusting(cand: Candidate, workspace: Workspace) -> Candidate:

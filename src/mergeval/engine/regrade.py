@@ -39,6 +39,10 @@ def regrade(ws: Workspace, run_dir: Path, judge_file: Path | None = None, log=pr
     started = datetime.now(timezone.utc)
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     settings = run["settings"]
+    if "search" in settings:  # its plan is a study's finalists on held-out items, not a folder of recipes
+        raise RegradeRefused(f"run {run['run']} is a recipe search's held-out ranking: regrading a search run "
+                             "is not supported yet; run the same `mergeval search` with --judge instead "
+                             "(answers are reused, only the grades are made)")
     # The run's own request (recipes, items, generation), with the judge swapped in: the
     # answers are then found by the very keys the sweep stored them under.
     request = SweepRequest.from_record(ws.root, settings).with_judge(str(judge_file or ws.resolve(settings["judge"])))

@@ -216,8 +216,9 @@ def prune(plan: SweepPlan, graded: list[Candidate], keep: str, log=print) -> lis
 
 
 def finish(plan: SweepPlan, graded: list[Candidate], stats: dict, failures: list[dict],
-           settings: dict, started) -> Path:
-    """Rank every fully graded model and write the run folder; returns its path."""
+           settings: dict, started, extras: dict[str, str] | None = None, run_extra: dict | None = None) -> Path:
+    """Rank every fully graded model and write the run folder; returns its path. `extras`:
+    more files (name → text) for the folder, `run_extra`: more run.json keys (e.g. a search's)."""
     import pandas as pd  # here, not at the top: a re-run's planning never pays for pandas
 
     from mergeval.report.rank import rank
@@ -226,7 +227,25 @@ def finish(plan: SweepPlan, graded: list[Candidate], stats: dict, failures: list
     records = [r for c in graded for r in result_records(plan, c)]
     frame = pd.DataFrame(records, columns=["model", "item_id", "skill", "weight", "score"]) if records else None
     ranking = rank(frame, graded) if records else pd.DataFrame(columns=["model", "rank", "score", "kind"])
-    return write_run(plan, records, ranking, stats, failures, settings, started, plan.workspace.reports)
+    return write_run(plan, records, ranking, stats, failures, settings, started, plan.workspace.reports,
+                     extras=extras, run_extra=run_extra)
+
+
+def models_direct(plan: SweepPlan, stats: dict, log=lambda message: None):
+    """Yield (model, failure or None) per model after its build → answer → grade, in a plain
+    loop: the engine's own runner (flows/recipe.models_in_order is the Prefect one)."""
+    for cand in plan.candidates:
+        failure = None
+        for name, body in (("build", build_stage), ("answer", answer_stage), ("grade", grade_stage)):
+            if name == "build" and not needs_build(plan, cand):
+                continue
+            try:
+                count(stats, name, body(plan, cand, log=log))
+            except Exception as e:  # one model failing does not stop the others
+                stats[name]["failed"] += 1
+                failure = {"model": cand.name, "stage": name, "error": str(e)}
+                break
+        yield cand, failure
 
 
 def nothing_left(plan: SweepPlan) -> bool:

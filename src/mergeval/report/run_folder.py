@@ -74,7 +74,10 @@ def chat_folds(records: list[dict]) -> list[dict]:
 
 
 def write_run(plan, records: list[dict], ranking: pd.DataFrame, stages: dict, failures: list[dict],
-              settings: dict, started: datetime, reports_dir: Path, boot: Bootstrap | None = None) -> Path:
+              settings: dict, started: datetime, reports_dir: Path, boot: Bootstrap | None = None,
+              extras: dict[str, str] | None = None, run_extra: dict | None = None) -> Path:
+    """`extras`: more files (name → text) written into the folder before it is renamed into
+    place; `run_extra`: more run.json keys (a search's trials, its study)."""
     boot = boot or Bootstrap()
     reports_dir.mkdir(parents=True, exist_ok=True)
     name = run_name(started)
@@ -92,6 +95,7 @@ def write_run(plan, records: list[dict], ranking: pd.DataFrame, stages: dict, fa
         "failures": failures,
         "statistics": boot.describe(),
         "models": [_model_entry(c) for c in plan.candidates],
+        **(run_extra or {}),
     }
     if remote_code.run_entry(plan):  # absent when no model ran its own code
         run["remote_code"] = remote_code.run_entry(plan)
@@ -109,6 +113,8 @@ def write_run(plan, records: list[dict], ranking: pd.DataFrame, stages: dict, fa
     store.write_atomic(tmp / "report.md", markdown.render_markdown(plan, ranking, comparisons, failures, run))
     store.write_atomic(tmp / "report.html", html_page.render(
         plan, run, ranking, comparisons, skill_ci, frame, markdown.summary(ranking, comparisons, len(plan.items))))
+    for file_name, text in (extras or {}).items():
+        store.write_atomic(tmp / file_name, text)
     final = reports_dir / name
     os.replace(tmp, final)
     model_cards.write_cards(plan, run, ranking, comparisons, skill_ci)
