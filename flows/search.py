@@ -47,6 +47,10 @@ def search(
     max_new_tokens: int = 64,
     backend: str = "transformers",
     endpoint: str | None = None,
+    served_model: str | None = None,  # as in flows/sweep.py: the answering settings of every trial
+    device: str = "auto",
+    temperature: float = 0.0,
+    top_p: float = 1.0,
 ) -> str:
     request = SearchRequest.from_parameters(**locals())
     recipe = deployments.sibling(__file__, "recipe")  # the sweep's per-model tasks

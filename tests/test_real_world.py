@@ -25,7 +25,14 @@ GEN = GenerationSettings(max_new_tokens=6, batch_size=4)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    return build_real_world(tmp_path_factory.mktemp("real") / "ws", Path(os.environ["HF_HUB_CACHE"]))
+    from huggingface_hub import constants
+
+    # One cache for this process and the sweeps it starts: conftest.py's session folder.
+    # huggingface_hub reads the variable once, at import, and under pytest-xdist a worker may
+    # have imported it before conftest.py ran; it looks the constant up at each call.
+    hub = Path(os.environ["HF_HUB_CACHE"])
+    constants.HF_HUB_CACHE = str(hub)
+    return build_real_world(tmp_path_factory.mktemp("real") / "ws", hub)
 
 
 def plan_of(world, generation=GEN):

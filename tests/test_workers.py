@@ -101,7 +101,9 @@ def test_two_workers_share_a_sweep_and_match_one_machine(prefect_server, scale_w
         for proc in (served, *workers.values()):
             stop(proc)
 
-    children = [r for r in flow_runs(client, "mergeval-recipe") if r.parameters.get("workspace") == str(ws)]
+    # a child run's parameters: its model and the parent's request (engine/request.py)
+    children = [r for r in flow_runs(client, "mergeval-recipe")
+                if r.parameters.get("request", {}).get("workspace") == str(ws)]
     assert sorted(r.name for r in children) == sorted(f"recipe {m}" for m in MODELS)
     assert all(r.state.is_completed() for r in children)
     for child in children:  # each child shows its model's stages by name

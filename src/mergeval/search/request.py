@@ -26,6 +26,9 @@ from mergeval.inputs.items import Item, load_items
 from mergeval.proctora.settings import load_settings
 from mergeval.search.space import Space, read_space
 
+# The answers' settings among the flow's flat parameters; `seed` there is the sampler's, and the
+# answers keep their default seed (greedy decoding does not use it).
+ANSWER_PARAMETERS = tuple(k for k in GENERATION_PARAMETERS if k != "seed")
 SAMPLERS = ("tpe", "cmaes", "random")
 
 
@@ -59,14 +62,14 @@ class SearchRequest:
 
     @classmethod
     def from_parameters(cls, workspace: str | Path | None = None, **params) -> SearchRequest:
-        gen = {k: params.pop(k) for k in GENERATION_PARAMETERS if k in params and params[k] is not None}
+        gen = {k: params.pop(k) for k in ANSWER_PARAMETERS if k in params and params[k] is not None}
         root = Path(workspace).resolve() if workspace else Workspace.find().root
         return cls(root, generation=GenerationSettings(**gen), **{k: v for k, v in params.items() if v is not None})
 
     def parameters(self) -> dict:
         """Flat and JSON-able: the search flow's parameters."""
         flat = {k: v for k, v in asdict(self).items() if k != "generation"}
-        flat.update(workspace=str(self.workspace), **{k: getattr(self.generation, k) for k in GENERATION_PARAMETERS})
+        flat.update(workspace=str(self.workspace), **{k: getattr(self.generation, k) for k in ANSWER_PARAMETERS})
         return flat
 
     @property
@@ -108,7 +111,7 @@ class SearchRequest:
         return SearchPlan(self, space, base, search, held)
 
     def settings_record(self, plan: SearchPlan) -> dict:
-        return {"search": {k: v for k, v in self.parameters().items() if k not in ("workspace", *GENERATION_PARAMETERS)},
+        return {"search": {k: v for k, v in self.parameters().items() if k not in ("workspace", *ANSWER_PARAMETERS)},
                 "items": self.items, "judge": self.judge, "keep": self.keep, "generation": asdict(self.generation),
                 "judge_settings": plan.base.judge.model_dump(exclude={"template_text", "trust_remote_code"})}
 
