@@ -24,7 +24,6 @@ from mergeval.cli.common import (
     workspace_of,
 )
 from mergeval.core.errors import InputError, SweepFailed
-from mergeval.engine import stages
 from mergeval.orchestration.flows import load_flow, prefect_defaults
 
 
@@ -137,6 +136,7 @@ def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> 
     A re-run that finds every answer and grade saved, with no Prefect server configured, only
     ranks and writes the run folder: Prefect's temporary server would show it to no one.
     """
+    from mergeval.engine import stages
     from mergeval.orchestration.early_server import prefect_server_starting
 
     request = sweep_request(ctx, pool=pool, overlap=False if sequential else None, **options)
@@ -171,6 +171,7 @@ def rank_finished_sweep(request, plan) -> str | SweepFailed:
     each stage done (counted as cached, as Prefect would), prunes for --keep and ranks; or, as
     the flow would end, the failure of a mostly unscored ranking."""
     from mergeval.core.lock import workspace_lock
+    from mergeval.engine import stages
 
     with workspace_lock(request.ws.state):  # one sweep per workspace, as in the flow
         run_dir = stages.run_direct(plan, request.settings_record(plan), log=click.echo, keep=request.keep)

@@ -13,12 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from mergeval.core.hashing import content_hash
-from mergeval.zoo import toy_judge as proctora
-from mergeval.zoo import toy_models as models
-from mergeval.zoo.model_files import ensure
 from mergeval.zoo.toy_items import write_items
 
 __all__ = ["build_zoo", "write_items"]
@@ -35,6 +30,14 @@ def build_zoo(
     log: Callable[[str], None] = print,
 ) -> dict[str, Path]:
     """Build (or reuse) out/base, out/spec_add, out/spec_rev and, with judge, out/proctora."""
+    # torch and transformers (12-18 s to import here) only when something may be trained:
+    # `mergeval zoo` on the shipped zoo imports this package just to check its manifest
+    import torch
+
+    from mergeval.zoo import toy_judge as proctora
+    from mergeval.zoo import toy_models as models
+    from mergeval.zoo.model_files import ensure
+
     out = Path(out)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread is faster than two on a shared 2-core machine
