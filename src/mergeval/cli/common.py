@@ -120,6 +120,22 @@ def summarize(run_dir: Path) -> None:
     click.echo(f"        {run_dir / 'report.html'} (open in a browser)")
 
 
+def report_outcome(outcome, what: str) -> Path:
+    """A flow's result as the user sees it: the summary and the run folder, or, for a failed
+    sweep or search, what there is of the summary, the failure and exit status 1."""
+    from mergeval.core.errors import SweepFailed
+
+    if isinstance(outcome, SweepFailed):
+        summarize(Path(outcome.run_dir))
+        click.echo(f"\n{outcome}", err=True)
+        sys.exit(1)
+    if isinstance(outcome, BaseException):
+        click.echo(f"{what} failed: {outcome}", err=True)
+        sys.exit(1)
+    summarize(Path(outcome))
+    return Path(outcome)
+
+
 def verdict_sentence(comparisons) -> str:
     """Which merges beat their best parent, by how much, with the paired interval: the answer a
     sweep is run for, in one sentence."""

@@ -12,13 +12,12 @@ Run the same command again after a kill: finished trials are not run again (sear
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from mergeval.cli.common import check_judge, fail_on_input, summarize, workspace_of
-from mergeval.core.errors import InputError, SweepFailed
+from mergeval.cli.common import check_judge, fail_on_input, report_outcome, workspace_of
+from mergeval.core.errors import InputError
 from mergeval.orchestration.flows import load_flow, prefect_defaults
 
 
@@ -70,15 +69,8 @@ def search(ctx: click.Context, space: str, dry_run: bool, **options) -> None:
         check_judge(plan.base)
         flow = load_flow(ws, "search")
     outcome = flow(**request.parameters(), return_state=True).result(raise_on_failure=False)
-    if isinstance(outcome, SweepFailed):
-        summarize(Path(outcome.run_dir))
-        click.echo(f"\n{outcome}", err=True)
-        sys.exit(1)
-    if isinstance(outcome, BaseException):
-        click.echo(f"search failed: {outcome}", err=True)
-        sys.exit(1)
-    summarize(Path(outcome))
-    click.echo(f"        {Path(outcome) / 'trials.csv'}, {Path(outcome) / 'best.yaml'}")
+    run_dir = report_outcome(outcome, "search")
+    click.echo(f"        {run_dir / 'trials.csv'}, {run_dir / 'best.yaml'}")
 
 
 @click.command()

@@ -18,7 +18,7 @@ from mergeval.cli.common import (
     check_judge,
     check_sweep_inputs,
     fail_on_input,
-    summarize,
+    report_outcome,
     sweep_options,
     sweep_request,
     workspace_of,
@@ -152,14 +152,7 @@ def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> 
         outcome = rank_finished_sweep(request, plan)
     else:
         outcome = flow(**request.parameters(), return_state=True).result(raise_on_failure=False)
-    if isinstance(outcome, SweepFailed):
-        summarize(Path(outcome.run_dir))
-        click.echo(f"\n{outcome}", err=True)
-        sys.exit(1)
-    if isinstance(outcome, BaseException):
-        click.echo(f"sweep failed: {outcome}", err=True)
-        sys.exit(1)
-    summarize(Path(outcome))
+    report_outcome(outcome, "sweep")
 
 
 class NothingLeft(Exception):
