@@ -19,16 +19,23 @@ SWEEP_ARGS = ("--batch-size", "4")  # small batches: a kill lands mid-stage
 
 
 def make_toy_world(root: Path) -> Path:
-    """A workspace with a quick (weak but real) zoo, its 200 items, three toy recipes, judge/."""
-    from mergeval.zoo import build_zoo
+    """A workspace with the shipped demo zoo (a copy: tests may damage theirs), its 200 items,
+    three toy recipes and the toy judge/: nothing to train, and models that stop where the
+    demo's do (a weak zoo would answer every item to its token limit)."""
+    from mergeval.zoo import write_items
 
     (root / "merge_configs" / "toy").mkdir(parents=True)
     for name in RECIPES:
         shutil.copy(REPO / "merge_configs" / "toy" / name, root / "merge_configs" / "toy" / name)
     copy_toy_judge(root / "judge")
-    build_zoo(root / "zoo", quick=True, items_dir=root / "items" / "toy",
-              template=(root / "judge" / "prompt.txt").read_text(encoding="utf-8"), log=lambda m: None)
+    copy_shipped_zoo(root / "zoo")
+    write_items(root / "items" / "toy")
     return root
+
+
+def copy_shipped_zoo(dst: Path) -> Path:
+    shutil.copytree(REPO / "zoo", dst)
+    return dst
 
 
 def copy_toy_judge(folder: Path) -> Path:
