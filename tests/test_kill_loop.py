@@ -2,7 +2,8 @@
 
 Each of at least N_KILLS runs is killed (with its Prefect server and merge workers) at a point
 a seeded `random.Random` picks, placed on what the sweep is seen doing, not on the clock alone:
-a delay into start-up cut short by the first sign of work (a merge's folder, an answer), a delay
+a delay into start-up cut short by the first sign of work (a merge's folder, an answer, the
+report's folder), a delay
 after a merge's folder appears cut short by that merge being complete, the moment the saved
 answers or grades pass a seeded count, or the moment the report's temporary folder appears: so
 each kill lands in the phase it is meant for on a fast box as on a slow one. The first
@@ -121,9 +122,10 @@ class Sweep:
     def phase_over(self, phase: str):
         """A condition that turns true when a run seen in `phase` has moved past it: a delayed
         kill still waiting then fires at once, so it lands at the phase's end, not beyond."""
-        merging, built, answers = self.merging(), self.merges_built(), self.answers()
+        merging, built, answers, reporting = self.merging(), self.merges_built(), self.answers(), self.writing_report()
         return {
-            "start-up": lambda: bool(self.merging() - merging) or self.answers() > answers,
+            "start-up": lambda: bool(self.merging() - merging) or self.answers() > answers
+            or bool(self.writing_report() - reporting),  # a run with nothing left goes straight to its report
             "merge": lambda: self.merges_built() > built,
         }.get(phase, lambda: False)
 
