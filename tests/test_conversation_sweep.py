@@ -121,3 +121,29 @@ def test_a_second_run_executes_nothing(world):
         assert r["transcript" if "transcript" in r else "answer"] == by_item[r["model"], r["item_id"]][
             "transcript" if "transcript" in r else "answer"]
     assert json.loads((first / "run.json").read_text())["stages"]["answer"]["items_executed"] == 3 * 4
+
+
+def test_the_rubric_app_shows_replays_and_grades_a_conversation(world, tmp_path):
+    from mergeval.audit.rubric.session import Desk
+    from mergeval.core.workspace import Workspace
+    from mergeval.proctora.settings import load_settings
+
+    ws, run, _ = world
+    w = Workspace(ws)
+    desk = Desk(w, load_settings(ws / "judge" / "scripted.yaml", w), tmp_path / "labels.jsonl")
+    try:
+        item = desk.item("scenes", "recap")
+        shown = desk.describe(item)
+        assert "**Turn 3 (the player)**" in shown and "reverse a b ?" in shown
+        replayed = desk.generate_local(item, str(ws / "zoo" / "spec_add"))  # turn by turn, 64 tokens a turn
+        assert [line.split(":")[0] for line in replayed.splitlines() if line.startswith("[turn")] == [
+            f"[turn {t}] {role}" for t in (1, 2, 3) for role in ("user", "assistant")]
+        assert desk.grade(item, replayed).score == 4
+        recorded = next(r for r in results(run) if r["item_id"] == "recap" and r["model"] == "spec_add")
+        graded = desk.grade(item, recorded["answer"])  # a conversation pasted from results.jsonl
+        assert graded.score == 4 and graded.prompt == recorded["judge_prompt"]  # exactly what the sweep asked
+        assert desk.grade(item, "3\n---\nb a\n---\n7").scores == (4, 4, 4)  # scripted turns: the replies do
+        with pytest.raises(ValueError, match="give the model's 3 replies"):
+            desk.grade(item, "3\n---\nb a")
+    finally:
+        desk.close()
