@@ -178,3 +178,16 @@ def test_the_judge_sees_each_turn_fenced_and_per_turn_names_the_weakest(tmp_path
     assert unscored.score is None and unscored.unscored_reason == "turn 2: no verdict"
     whole = parse_item(write(tmp_path, "s/c.txt", THREE), tmp_path / "s")
     assert len(conversation_requests(settings, whole, transcript)) == 1
+
+
+def test_the_shipped_scene_suites_are_conversations():
+    from mergeval.inputs.items import load_items
+
+    toy = load_items(REPO / "items" / "toy_scenes")
+    assert {it.skill for it in toy} == {"add", "rev"} and all(n_turns(it) >= 2 and it.turn_checks for it in toy)
+    assert all(it.criterion is None for it in toy)  # checks only: the toy judge reads one answer
+    scenes = {it.id: it for it in load_items(REPO / "items" / "roleplay_scenes")}
+    assert set(scenes) == {"game_master/tavern_boundaries", "game_master/recap_keeps_facts", "narrator/cozy_stays_cozy"}
+    tavern = scenes["game_master/tavern_boundaries"]
+    assert tavern.player.turns == 4 and tavern.grade == "per_turn" and tavern.player.settings.backend == "openai"
+    assert n_turns(scenes["narrator/cozy_stays_cozy"]) == 4 and all(len(it.score_descriptions) == 5 for it in scenes.values())
