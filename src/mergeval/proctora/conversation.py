@@ -10,17 +10,24 @@ the response's and pass for the next turn, an instruction or a verdict; the verd
 case read only from the judge's own reply. `grade: per_turn` asks once per answer of the model,
 with the conversation up to it as context; the item's judge score is then their mean and the
 weakest turn is named.
+
+A conversation typed or pasted as text (the rubric app, calibration labels) is read by
+read_transcript: the blocks `[turn 1] user: ...` that results.jsonl's `answer` holds, or for
+scripted turns the model's replies alone, separated by lines `---`.
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 
-from mergeval.proctora.judge import JudgeRequest, JudgeResult
+from mergeval.inputs.turns import is_conversation, n_turns, user_turns
+from mergeval.proctora.judge import JudgeRequest, JudgeResult, render_request
 from mergeval.proctora.prompt import neutralise, render_prompt
 
 TURN_OPEN = "<<<TURN"
 TURN_CLOSE = "TURN>>>"
+_BLOCK = re.compile(r"^\[turn (\d+)\] (user|assistant): ", re.M)  # answering/conversation.transcript_text
 
 
 def neutralise_turn(text: str) -> str:
@@ -80,3 +87,30 @@ def combine_turns(item, results: list[JudgeResult]) -> tuple[JudgeResult, dict]:
         unscored_reason=None if bad is None else f"turn {bad[0]}: {bad[1].unscored_reason}",
         sample_reasons=tuple(x for r in results for x in r.sample_reasons),
     ), extra
+
+
+def answer_requests(settings, item, answer: str) -> list[JudgeRequest]:
+    """The requests for an answer given as text: a one-question item's, or a conversation's."""
+    if not is_conversation(item):
+        return [render_request(settings, item, answer)]
+    return conversation_requests(settings, item, read_transcript(item, answer))
+
+
+def read_transcript(item, text: str) -> list[dict]:
+    """The conversation in `text` (an Answer box, a label); ValueError says what is expected."""
+    found = list(_BLOCK.finditer(text))
+    if found:
+        out = []
+        for m, nxt in zip(found, found[1:] + [None]):
+            content = text[m.end(): nxt.start() if nxt else len(text)].strip()
+            out.append({"turn": int(m.group(1)), "role": m.group(2), "content": content, "by": "pasted"})
+        return out
+    if item.player:
+        raise ValueError("a conversation with a simulated player is pasted as `[turn 1] user: ...` blocks")
+    replies = [r.strip() for r in re.split(r"^---\s*$", text, flags=re.M)]
+    if len(replies) != n_turns(item) or not all(replies):
+        raise ValueError(f"this item has {n_turns(item)} turns: give the model's {n_turns(item)} replies, "
+                         "separated by lines `---`")
+    return [m for k, (q, a) in enumerate(zip(user_turns(item), replies), 1)
+            for m in ({"turn": k, "role": "user", "content": q, "by": "script"},
+                      {"turn": k, "role": "assistant", "content": a, "by": "model"})]

@@ -131,17 +131,12 @@ class Desk:
         return self._judges[samples]
 
     def grade(self, item: Item, answer: str, samples: int | None = None):
-        from mergeval.proctora.judge import render_request
+        from mergeval.proctora.conversation import answer_requests, combine_turns
 
         judge = self.judge(samples)
-        if is_conversation(item):  # the transcript fenced turn by turn, as a sweep grades it
-            from mergeval.proctora.conversation import combine_turns, conversation_requests
-
-            requests = conversation_requests(judge.settings, item, turns.read_transcript(item, answer))
-            with self._lock:
-                return combine_turns(item, judge.grade(requests))[0]
+        requests = answer_requests(judge.settings, item, answer)  # a conversation: turn by turn, fenced
         with self._lock:
-            return judge.grade([render_request(judge.settings, item, answer)])[0]
+            return combine_turns(item, judge.grade(requests))[0]
 
     @staticmethod
     def describe_grade(result) -> str:
