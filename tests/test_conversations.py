@@ -14,7 +14,7 @@ from mergeval.answering.settings import GenerationSettings
 from mergeval.answering.stage import answer_items, prompt_key, record_key
 from mergeval.core import store
 from mergeval.engine.grade import grade_answers
-from mergeval.inputs.items import parse_item, read_item
+from mergeval.inputs.items import parse_item, read_item, read_items
 from mergeval.inputs.turns import checks_for_turn, n_turns, user_turns
 from mergeval.proctora.conversation import TURN_CLOSE, combine_turns, conversation_requests
 from mergeval.proctora.judge import JudgeResult
@@ -191,3 +191,20 @@ def test_the_shipped_scene_suites_are_conversations():
     tavern = scenes["game_master/tavern_boundaries"]
     assert tavern.player.turns == 4 and tavern.grade == "per_turn" and tavern.player.settings.backend == "openai"
     assert n_turns(scenes["narrator/cozy_stays_cozy"]) == 4 and all(len(it.score_descriptions) == 5 for it in scenes.values())
+
+
+def test_suite_yaml_names_the_player_of_every_item_with_a_brief(tmp_path):
+    suite = tmp_path / "items" / "s"
+    write(suite, "players/p.yaml", "backend: openai\nendpoint: http://127.0.0.1:1/v1\nmodel: x\n")
+    write(suite, "suite.yaml", "player: players/p.yaml\nplayer_turns: 3\n")
+    write(suite, "a.txt", "Question:\nhi\n\nBrief:\nA thief.\n\nCriterion:\nc\n")
+    write(suite, "b.txt", "---\nplayer_turns: 2\n---\nQuestion:\nhi\n\nBrief:\nA bard.\n\nCriterion:\nc\n")
+    write(suite, "c.txt", "Question:\nhi\n\nCriterion:\nc\n")  # no brief: no player
+    a, b, c = read_items(suite)[0]
+    assert (a.player.turns, b.player.turns, c.player) == (3, 2, None)
+    assert a.player.settings == b.player.settings and a.player.brief == "A thief."
+    write(suite, "suite.yaml", "player: players/p.yaml\nplayer_turns: 1\n")
+    found = [str(p) for p in read_items(suite)[1]]
+    assert f"{suite / 'suite.yaml'}:2: player_turns: expected how many times the model answers, from 2 to 32, got 1" \
+        in found
+    assert any(p.startswith(f"{suite / 'a.txt'}:") and "needs player_turns:" in p for p in found)

@@ -165,6 +165,7 @@ def _answer_conversations(gen, items: list[Item], settings: GenerationSettings, 
         return record_key(it, settings)
 
     failed_now: set[str] = set()  # players that failed in this run; earlier failures are asked again
+    before = None
     while True:
         saved = {r["prompt_hash"]: r for r in store.read_jsonl(path)
                  if not r.get("error") or r["prompt_hash"] in failed_now}
@@ -172,6 +173,10 @@ def _answer_conversations(gen, items: list[Item], settings: GenerationSettings, 
         needs = [(w.next, it, w) for it, w in walks if w.next]
         if not needs:
             return
+        state = sorted((it.id, n) for n, it, _ in needs)
+        if state == before:  # a backend that yields no answer for a turn: never loop on it
+            raise RuntimeError(f"{model_id}: no answer was saved for {state[0][0]} turn {state[0][1][1]}")
+        before = state
         turn = min(n[1] for n, _, _ in needs)
         asks = [(conv.player_view(it, w.transcript, turn), conv.player_key(it, w.transcript, turn), it.player.settings)
                 for (kind, t), it, w in needs if kind == "player" and t == turn]

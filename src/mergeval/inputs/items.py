@@ -369,8 +369,8 @@ class _Parser:
 
         checks, named_checks = front.get("checks", ((), ()))
         questions = [body[k] for k in body if k.startswith("question")]
-        followups, player = conv.conversation_parts(front, named_checks, questions, body.get("brief"),
-                                                    self.add, self.body_line)
+        followups, player = conv.conversation_parts(front, named_checks, questions, body.get("brief"), self.add,
+                                                    self.body_line, suite_root, self.problems)
         criterion, scores = None, front.get("scores", ())
         if "criterion" in body:
             line, text = body["criterion"]

@@ -18,7 +18,8 @@ earlier answers included) in context. Front matter that only a conversation uses
     player_turns: 3              # with a player: how many times the model answers
 
 With a player the item has one Question (the opening turn) and a `Brief:` section (who the
-player is, what they want, what they know); the player writes turns 2..player_turns.
+player is, what they want, what they know); the player writes turns 2..player_turns. suite.yaml's `player:` and `player_turns:` serve every
+item of the suite that has a Brief: and does not name its own.
 An item with one Question and none of these keys is exactly what it always was.
 """
 
@@ -31,9 +32,9 @@ from typing import Any, Callable
 from mergeval.inputs.answer_checks import Check, read_check
 from mergeval.inputs.players import PlayerSettings, read_player
 from mergeval.inputs.strict_yaml import YamlDoc
+from mergeval.inputs.suite_settings import MAX_TURNS, player_turns, read_suite_settings
 
 GRADE_MODES = ("conversation", "per_turn")
-MAX_TURNS = 32  # a scene, not a chat log: more is a typo
 CONVERSATION_KEYS = ("grade", "player", "player_turns")
 
 
@@ -98,9 +99,7 @@ def read_grade(value: Any) -> str:
 
 
 def read_player_turns(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= MAX_TURNS:
-        raise ValueError(f"expected how many times the model answers, from 2 to {MAX_TURNS}, got {value!r}")
-    return value
+    return player_turns(value)
 
 
 def read_player_file(value: Any, suite_root: Path, problems: list) -> PlayerSettings | None:
@@ -145,10 +144,18 @@ def read_earlier_turns(value: Any, doc: YamlDoc, add: Callable) -> tuple[tuple[s
 
 
 def conversation_parts(front: dict, named_checks: tuple, questions: list[tuple[int, str]],
-                       brief: tuple[int, str] | None, add: Callable, body_line: int) -> tuple[tuple[str, ...], Player | None]:
+                       brief: tuple[int, str] | None, add: Callable, body_line: int,
+                       suite_root: Path, problems: list) -> tuple[tuple[str, ...], Player | None]:
     """(the scripted turns after the first, the player or None), every problem added with its
-    line: a check naming a turn the item does not have, a player without a brief or turns."""
+    line: a check naming a turn the item does not have, a player without a brief or turns.
+    An item with a Brief: and no player: gets suite.yaml's player: and player_turns:."""
     followups = tuple(text for _, text in questions[1:])
+    if brief is not None and "player" not in front:
+        suite, _ = read_suite_settings(suite_root)  # its own problems are the suite's, reported once
+        if suite.player:
+            front = {**front, "player": read_player_file(suite.player, suite_root, problems)}
+        if suite.player_turns and "player_turns" not in front:
+            front = {**front, "player_turns": suite.player_turns}
     for line, text in questions[1:]:
         if not text:
             add(line, "this Question section (a later turn of the conversation) is empty")
@@ -158,13 +165,13 @@ def conversation_parts(front: dict, named_checks: tuple, questions: list[tuple[i
         if len(questions) > 1:
             add(questions[1][0], "an item with a player has one Question (the opening turn); the player writes the rest")
         if "player_turns" not in front:
-            add(body_line, "a player item needs player_turns: (how many times the model answers)")
+            add(body_line, "a player item needs player_turns: (how many times the model answers; here or in suite.yaml)")
         if brief is None:
             add(body_line, "a player item needs a Brief: section (who the player is, what they want, what they know)")
         elif not brief[1]:
             add(brief[0], "the Brief section is empty")
         if "player" not in front:
-            add(body_line, "player_turns: and a Brief: need player: (the player settings file)")
+            add(body_line, "player_turns: and a Brief: need player: (the player settings file; here or in suite.yaml)")
         if settings is not None and "player_turns" in front and brief and brief[1]:
             player = Player(settings, brief[1], front["player_turns"])
     turns = player.turns if player else 1 + len(followups)
