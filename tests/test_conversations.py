@@ -3,6 +3,7 @@ turn on a tiny real model, a player that fails, and the judge's turn-by-turn fen
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -208,3 +209,23 @@ def test_suite_yaml_names_the_player_of_every_item_with_a_brief(tmp_path):
     assert f"{suite / 'suite.yaml'}:2: player_turns: expected how many times the model answers, from 2 to 32, got 1" \
         in found
     assert any(p.startswith(f"{suite / 'a.txt'}:") and "needs player_turns:" in p for p in found)
+
+
+def test_a_template_that_refuses_system_and_demands_alternation_takes_every_turn(tiny, tmp_path):
+    """Gemma's published template: the system prompt is folded into the first user turn of every
+    turn's conversation, and the turns alternate user/assistant as it demands."""
+    from transformers import AutoTokenizer
+
+    from tests.real_world import GEMMA_TEMPLATE
+
+    model = tmp_path / "gemma-like"
+    shutil.copytree(tiny, model)
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.chat_template = GEMMA_TEMPLATE
+    tok.save_pretrained(model)
+    item = parse_item(write(tmp_path, "s/c.txt", "System:\nbe brief\n\n" + THREE), tmp_path / "s")
+    stage = answer_items("m", model, [item], GenerationSettings(max_new_tokens=3), tmp_path / "a.jsonl")
+    record = stage.answers["c"]
+    assert len(record["turn_answers"]) == 3 and "System role not supported" in record["chat_fold"]["why"]
+    folds = [r["chat_fold"] for r in store.read_jsonl(tmp_path / "a.jsonl")]
+    assert len(folds) == 3 and all(f and f["how"] == "system prompt folded into the first user turn" for f in folds)
