@@ -11,8 +11,10 @@ import csv
 import json
 import shutil
 
+import pandas as pd
 import pytest
 
+from mergeval.results import export
 from tests import serve
 from tests.conftest import tiny_zoo_workspace
 from tests.scripted_judge import FEEDBACK_FIRST, make_scripted_judge
@@ -108,7 +110,12 @@ def test_every_turn_is_answered_recorded_and_graded(world):
     ranking = list(csv.DictReader((run / "ranking.csv").open()))
     assert [int(r["rank"]) for r in ranking] == sorted(int(r["rank"]) for r in ranking) and len(ranking) == 3
     html = (run / "report.html").read_text()
-    assert "turn 3" in html and "what is 7 plus 2 ?" in html
+    assert "turn 3 · player (simulated)" in html and "what is 7 plus 2 ?" in html and "weakest turn" in html
+    frame = pd.read_parquet(export(run))  # the transcript survives Parquet, as JSON text
+    row = frame[(frame["item_id"] == "played") & (frame["model"] == "linear_half")].iloc[0]
+    recorded = next(r for r in rows if r["item_id"] == "played" and r["model"] == "linear_half")
+    assert json.loads(row["transcript"]) == recorded["transcript"]
+    assert frame.loc[frame["item_id"] == "recap", "weakest_turn"].tolist() == [1, 1, 1]
 
 
 def test_a_second_run_executes_nothing(world):

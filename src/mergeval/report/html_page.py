@@ -166,11 +166,11 @@ def items_view(plan, frame: pd.DataFrame, order: list[str]) -> list[dict]:
 def conversation_view(r: dict) -> dict:
     """A conversation's row: its transcript turn by turn, each answer's judge score (per_turn)
     and the weakest turn; None for a one-question item."""
-    transcript = r.get("transcript")
-    if not isinstance(transcript, list):
+    if not isinstance(r.get("transcript"), str):  # the frame holds it as JSON text (results.py)
         return {"transcript": None}
-    scores = r.get("turn_scores") if isinstance(r.get("turn_scores"), list) else []
-    weakest = r.get("weakest_turn")
+    transcript = json.loads(r["transcript"])
+    scores = json.loads(r["turn_scores"]) if isinstance(r.get("turn_scores"), str) else []
+    weakest = None if pd.isna(r.get("weakest_turn")) else int(r["weakest_turn"])
     who = {"assistant": "model", "script": "player (scripted)", "player": "player (simulated)"}
     return {"transcript": [{**m, "who": who.get(m["role"] if m["role"] == "assistant" else m.get("by"), "player"),
                             "score": _num(scores[m["turn"] - 1], 1) if m["role"] == "assistant" and
