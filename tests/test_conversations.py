@@ -21,6 +21,7 @@ from mergeval.proctora.conversation import TURN_CLOSE, combine_turns, conversati
 from mergeval.proctora.judge import JudgeResult
 from mergeval.proctora.prompt import FENCE_CLOSE
 from tests.serve import free_port
+from tests.sweep_helpers import sweep_env
 from tests.tiny_models import make_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +100,14 @@ def test_a_player_file_that_does_not_parse_names_its_own_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mergeval.cli.main", "--workspace", str(tmp_path), "validate",
                            str(tmp_path / "items" / "s")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and f"{player}:3: unknown key 'modle'" in proc.stderr, proc.stderr
+    broken = write(tmp_path, "items/s/y.txt", "---\nchecks:\n  - equals: '1'\n    turn: 3\n---\nQuestion:\nq\n"
+                   "Question:\nq2\nCriterion:\nc\n")
+    (tmp_path / "merge_configs").mkdir()
+    sweep = subprocess.run([sys.executable, "-m", "mergeval.cli.main", "--workspace", str(tmp_path), "sweep",
+                            "merge_configs", "--items", "items/s"], capture_output=True, text=True, timeout=120,
+                           env=sweep_env(tmp_path))
+    assert sweep.returncode == 2 and f"{broken}:3: checks: equals names turn 3, but the item has 2 turn(s)" in sweep.stderr
+    assert f"{player}:3: unknown key 'modle'" in sweep.stderr and not (tmp_path / ".mergeval").exists(), sweep.stderr
 
 
 @pytest.fixture(scope="module")
