@@ -121,7 +121,8 @@ def test_turn_by_turn_and_an_edited_turn_3_answers_turn_3_again(tiny, tmp_path):
     write(suite, "c.txt", THREE)
     write(suite, "d.txt", THREE.replace("what is 7 plus 2", "what is 1 plus 1"))
     write(suite, "plain.txt", "Question:\nwhat is 3 plus 4 ?\n\nCriterion:\nx\n")
-    items = [parse_item(suite / n, suite) for n in ("c.txt", "d.txt", "plain.txt")]
+    write(suite, "twin.txt", THREE.replace("Every answer right.", "Be strict."))  # c's turns, another criterion
+    items = [parse_item(suite / n, suite) for n in ("c.txt", "d.txt", "plain.txt", "twin.txt")]
     path = tmp_path / "answers.jsonl"
     stage = answer_items("m", tiny, items, settings, path)
     c = stage.answers["c"]
@@ -131,8 +132,9 @@ def test_turn_by_turn_and_an_edited_turn_3_answers_turn_3_again(tiny, tmp_path):
     # the model saw its own earlier answers: turn 2's prompt holds turn 1's question and answer
     view2 = turn_view(items[0], 2, c["transcript"][:2], "what is 7 plus 2 ?")
     assert view2.turns == (("user", "what is 3 plus 4 ?"), ("assistant", c["turn_answers"][0]))
-    # one saved answer per distinct prefix: turn 1 is shared by c, d and the plain item
+    # one saved answer per distinct prefix: turn 1 is shared by c, d and the plain item, all of c by its twin
     assert len(list(store.read_jsonl(path))) == 1 + 2 + 2
+    assert stage.answers["twin"]["transcript"] == c["transcript"]
     assert stage.answers["plain"]["answer"] == c["turn_answers"][0]
     again = answer_items("m", tiny, items, settings, path)
     assert again.computed == 0 and again.answers == stage.answers

@@ -178,8 +178,9 @@ def _answer_conversations(gen, items: list[Item], settings: GenerationSettings, 
             raise RuntimeError(f"{model_id}: no answer was saved for {state[0][0]} turn {state[0][1][1]}")
         before = state
         turn = min(n[1] for n, _, _ in needs)
-        asks = [(conv.player_view(it, w.transcript, turn), conv.player_key(it, w.transcript, turn), it.player.settings)
-                for (kind, t), it, w in needs if kind == "player" and t == turn]
+        asks = list({conv.player_key(it, w.transcript, turn): (conv.player_view(it, w.transcript, turn),
+                                                               conv.player_key(it, w.transcript, turn), it.player.settings)
+                     for (kind, t), it, w in needs if kind == "player" and t == turn}.values())  # one per key
         if asks:
             log(f"{model_id}: the player writes turn {turn} of {len(asks)} conversation(s)")
             played = play(asks, model_id, log)
@@ -187,7 +188,9 @@ def _answer_conversations(gen, items: list[Item], settings: GenerationSettings, 
             store.append_jsonl(path, played, sealed=True)
             continue
         views = [w.views[turn] for _, w in walks if turn in w.views]
-        wanted = {w.views[turn].id for (kind, t), _, w in needs if kind == "model" and t == turn}
+        # one answer per distinct conversation so far: two items sharing turns 1..k share the answer
+        wanted = set({key(w.views[turn]): w.views[turn].id for (kind, t), _, w in needs
+                      if kind == "model" and t == turn}.values())
         log(f"{model_id}: turn {turn} of {len(wanted)} conversation(s)")
         _answer(gen, views, wanted, settings, path, model_id, log)
 
