@@ -66,11 +66,11 @@ def copy_world(src: Path, dst: Path, *, with_state: bool) -> Path:
     return dst
 
 
-def sweep_env(ws: Path) -> dict:
-    """A sweep's own Prefect home in its workspace, its database already migrated (a copy of
-    one migrated once per test process: a fresh database costs every sweep ~6 s of migrations,
-    which a user pays once, on the first sweep ever)."""
-    home = ws / ".prefect"
+def sweep_env(ws: Path, home: Path | None = None) -> dict:
+    """A sweep's own Prefect home (in its workspace unless `home` is given), its database already
+    migrated (a copy of one migrated once per test process: a fresh database costs every sweep
+    ~6 s of migrations, which a user pays once, on the first sweep ever)."""
+    home = home or ws / ".prefect"
     if not (home / "prefect.db").exists():
         home.mkdir(parents=True, exist_ok=True)
         shutil.copy(migrated_prefect_db(), home / "prefect.db")

@@ -259,7 +259,7 @@ def test_sweep_on_bad_input_exits_2_before_prefect_and_writes_nothing(world):
     before = snapshot(world.parent)
     # Prefect's own home (its database) lies outside the snapshot, as ~/.prefect would: the
     # sweep may start Prefect's temporary server while it checks the inputs (early_server.py).
-    env = dict(sweep_env(world), PREFECT_HOME=str(world.parent.parent / f"{world.parent.name}-prefect"))
+    env = sweep_env(world, home=world.parent.parent / f"{world.parent.name}-prefect")
     proc = subprocess.run(sweep_cmd(world, "merge_configs/mine", "--items", "items/mine"),
                           env=env, capture_output=True, text=True, timeout=300, cwd=world, check=False)
     output = proc.stdout + proc.stderr

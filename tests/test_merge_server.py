@@ -104,9 +104,10 @@ def no_servers_left_over():
 
 
 def _is_merge_server(pid: str) -> bool:
+    """A merge server this test process started (other tests' sweeps run servers of their own)."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        parent = int(Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[1])
     except OSError:
         return False
-    return b"mergeval.engine.merge_server" in cmd and os.getppid() != int(pid)
+    return b"mergeval.engine.merge_server" in cmd and parent == os.getpid() and alive(int(pid))
