@@ -180,6 +180,32 @@ dtype: bfloat16
 """,
 }
 
+# A mergekit-multi recipe whose stages name their sources by hub id, one pinned (`@{old}`); its
+# final stage uses the first by its `name:`. Not in RECIPES: the tests that want it write it.
+MULTI_STAGE_RECIPES = {
+    "gemma-two-stage": """\
+name: gemma-mix
+models:
+  - model: google/gemma-2-2b-it@{old}
+    parameters:
+      weight: 0.5
+  - model: google/gemma-2-2b
+    parameters:
+      weight: 0.5
+merge_method: linear
+dtype: bfloat16
+---
+merge_method: slerp
+base_model: gemma-mix
+models:
+  - model: gemma-mix
+  - model: google/gemma-2-2b-it
+parameters:
+  t: 0.3
+dtype: bfloat16
+""",
+}
+
 ITEMS = {  # check-only items, so any model is scored; one with a system prompt, one with earlier turns
     "plain.txt": "---\nchecks:\n  - max_words: 400\n---\nQuestion:\nwhat is the answer to this question ?\n",
     "with_system.txt": ("---\nsystem: you are a helpful assistant . reply in one short sentence .\nchecks:\n"
