@@ -67,10 +67,13 @@ def sweep_request(ctx: click.Context, trust_remote_code=(), **options):
     ws = workspace_of(ctx)
     params: dict = {}
     if options.get("configs") and is_sweep_file(ws.resolve(options["configs"])):
+        path = ws.resolve(options.pop("configs"))
         try:
-            params = read_sweep_file(ws.resolve(options.pop("configs")))
+            params = read_sweep_file(path)
         except InputError as e:
             fail_on_input(e)
+        if "served_model" in params and options.get("served_model") is None:  # a later problem's file:line
+            ctx.meta["served_model_from"] = path
     params.update({k: v for k, v in options.items() if v is not None})
     if trust_remote_code:
         params["trust_remote_code"] = trust_remote_code
@@ -91,9 +94,21 @@ def check_sweep_inputs(request):
     except ValueError as e:
         raise click.UsageError(str(e))
     try:
-        return request.plan()
+        plan = request.plan()
     except InputError as e:
         fail_on_input(e)
+    try:
+        request.check_plan(plan)
+    except ValueError as e:
+        from mergeval.core.errors import Problem
+        from mergeval.engine.sweep_file import line_of
+
+        sweep_file = click.get_current_context().meta.get("served_model_from")
+        if sweep_file is None:
+            raise click.UsageError(f"--served-model: {e}")
+        fail_on_input(InputError([Problem(sweep_file, line_of(sweep_file, "answer", "served_model"),
+                                          f"answer.served_model: {e}")]))
+    return plan
 
 
 def check_judge(plan) -> None:

@@ -114,6 +114,14 @@ class SweepRequest:
         if self.merge.dtype is not None and self.merge.dtype not in DTYPES:
             raise ValueError(f"merge dtype must be {', '.join(DTYPES)}, not {self.merge.dtype!r}")
 
+    def check_plan(self, plan: SweepPlan) -> None:
+        """Raise ValueError saying what to fix: the settings that the models to sweep rule out."""
+        if self.generation.one_served_name() and len(plan.candidates) > 1:
+            raise ValueError(
+                f"served model {self.generation.served_model!r} is one name for the {len(plan.candidates)} models of "
+                "this sweep: every model's questions would go to that one served model. Put {name} (the model as "
+                "ranked) or {path} (its folder, which `transformers serve` loads) in it, or leave it out")
+
     def plan(self) -> SweepPlan:
         ws = self.ws
         return plan_sweep(ws, ws.resolve(self.configs), ws.resolve(self.items), ws.resolve(self.judge),

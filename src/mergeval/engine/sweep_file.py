@@ -98,6 +98,13 @@ def read_sweep_file(path: Path) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def line_of(path: Path, *key: str) -> int | None:
+    """The line of `key` (e.g. "answer", "served_model") in a sweep file read_sweep_file accepted,
+    for a problem found only once the sweep is planned."""
+    text, _ = read_text_file(path, "a sweep file")
+    return load_yaml(text or "", path).line(*key)
+
+
 def _names(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
