@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -333,21 +334,28 @@ def publish(hub_cache: Path, repo_id: str, folder: Path) -> tuple[str, Path]:
     return commit, snapshot
 
 
-def build_real_world(root: Path, hub_cache: Path) -> RealWorld:
-    """The workspace at `root` (recipes, items, a judge) and every source model in `hub_cache`."""
+def build_real_world(root: Path, hub_cache: Path, only: tuple[str, ...] | None = None) -> RealWorld:
+    """The workspace at `root` (recipes, items, a judge) and every source model in `hub_cache`;
+    `only`: just these hub ids, and the recipes that name nothing else (a quicker world)."""
     root.mkdir(parents=True, exist_ok=True)
     sources: dict[str, Path] = {}
     pinned = None
     with tempfile.TemporaryDirectory() as scratch:
         for repo_id, family, seed in SOURCES:
+            if only is not None and repo_id not in only:
+                continue
             if repo_id == "google/gemma-2-2b-it":  # an older revision first: refs/main moves past it
                 old, old_dir = publish(hub_cache, repo_id, make_model(Path(scratch) / f"{seed}-old", family, seed + 100))
                 pinned = (repo_id, old, old_dir)
             _, sources[repo_id] = publish(hub_cache, repo_id, make_model(Path(scratch) / str(seed), family, seed))
     configs = root / "merge_configs" / "real"
     configs.mkdir(parents=True, exist_ok=True)
+    written = []
     for stem, text in RECIPES.items():
-        (configs / f"{stem}.yaml").write_text(text.format(old=pinned[1]))
+        named = {r for r, _, _ in SOURCES if re.search(rf"{re.escape(r)}(?![\w.-])", text)}
+        if named <= set(sources):
+            (configs / f"{stem}.yaml").write_text(text.format(old=pinned[1] if pinned else ""))
+            written.append(stem)
     items = root / "items" / "real"
     items.mkdir(parents=True, exist_ok=True)
     for name, text in ITEMS.items():
@@ -355,5 +363,6 @@ def build_real_world(root: Path, hub_cache: Path) -> RealWorld:
     (root / "judge").mkdir(exist_ok=True)
     shutil.copy(Path(__file__).resolve().parents[1] / "judge" / "prompt.txt", root / "judge" / "prompt.txt")
     # The judge is a source model's snapshot: check-only items never call it, but it must load.
-    (root / "judge" / "proctora.yaml").write_text(f"model: {sources['Qwen/Qwen2.5-0.5B-Instruct']}\nmax_tokens: 8\n")
-    return RealWorld(root, hub_cache, sources, pinned, tuple(RECIPES))
+    judge = sources.get("Qwen/Qwen2.5-0.5B-Instruct") or next(iter(sources.values()))
+    (root / "judge" / "proctora.yaml").write_text(f"model: {judge}\nmax_tokens: 8\n")
+    return RealWorld(root, hub_cache, sources, pinned, tuple(written))

@@ -22,6 +22,7 @@ from mergeval.proctora.settings import load_settings
 from tests import serve
 from tests.conftest import tiny_zoo_workspace
 from tests.scripted_judge import FEEDBACK_FIRST, make_scripted_judge
+from tests.serve import shipped_judge_for_server
 from tests.sweep_helpers import run_dir_of, sweep_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,22 +38,6 @@ def served(tmp_path_factory) -> str:
     """`transformers serve` (it loads each model the requests name, here by folder)."""
     with serve.transformers_serve(["--dtype", "float32"], tmp_path_factory.mktemp("serve") / "serve.log") as url:
         yield url
-
-
-def shipped_judge_for_server(folder: Path, endpoint: str, model: str, **edits: str) -> Path:
-    """judge/proctora.yaml and prompt.txt, with exactly the edits its comments name for a
-    served judge (backend, endpoint, model), and any `key: value` line changed in `edits`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "judge" / "prompt.txt", folder / "prompt.txt")
-    text = (REPO / "judge" / "proctora.yaml").read_text(encoding="utf-8")
-    text = re.sub(r"^backend: transformers$", "backend: openai", text, count=1, flags=re.M)
-    text = re.sub(r"^# endpoint: .*$", f"endpoint: {endpoint}", text, count=1, flags=re.M)
-    text = re.sub(r"^model: .*$", f"model: {model}", text, count=1, flags=re.M)
-    for key, value in edits.items():
-        text, n = re.subn(rf"^{key}: .*$", f"{key}: {value}", text, count=1, flags=re.M)
-        assert n == 1, key
-    (folder / "proctora.yaml").write_text(text, encoding="utf-8")
-    return folder / "proctora.yaml"
 
 
 def roleplay_requests(settings, n: int = 12):
