@@ -21,7 +21,12 @@ from mergeval.proctora.judge import Judge, render_request
 from mergeval.proctora.settings import load_settings
 from tests import serve
 from tests.conftest import tiny_zoo_workspace
-from tests.scripted_judge import FEEDBACK_FIRST, make_scripted_judge
+from tests.scripted_judge import (
+    FEEDBACK_FIRST,
+    SUBWORD_FEEDBACK_FIRST,
+    make_family_scripted_judge,
+    make_scripted_judge,
+)
 from tests.serve import shipped_judge_for_server
 from tests.sweep_helpers import run_dir_of, sweep_env
 
@@ -58,6 +63,20 @@ def test_shipped_judge_edited_for_a_server_grades_a_feedback_first_judge(scripte
     assert len(unscored) <= 0.01 * len(results), unscored[:1]
     assert {r.score for r in results} == {4.0}
     assert all(r.replies[0].startswith("Feedback:") for r in results)  # the feedback came first
+
+
+def test_shipped_judge_grades_a_subword_judge_of_the_realistic_world(served, tmp_path):
+    """The unscored figure with a realistic judge: Llama 3's byte-level BPE and chat template
+    (tests/real_world.py), its verdict in subword tokens, every roleplay item's full rubric prompt."""
+    judge = make_family_scripted_judge(tmp_path / "llama3-judge", SUBWORD_FEEDBACK_FIRST)
+    ws = Workspace(tmp_path)
+    settings = load_settings(shipped_judge_for_server(tmp_path / "judge", served, str(judge)), ws)
+    requests = roleplay_requests(settings, n=len(load_items(REPO / "items" / "roleplay")))
+    with Judge(settings, ws) as grader:
+        results = grader.grade(requests)
+    unscored = [r for r in results if r.score is None]
+    assert len(unscored) <= 0.01 * len(results), unscored[:1]
+    assert {r.score for r in results} == {4.0} and all(r.replies[0].startswith("feedback :") for r in results)
 
 
 def test_a_reply_cut_off_at_max_tokens_is_unscored_with_the_fix(scripted, served, tmp_path):

@@ -16,7 +16,8 @@ relative to the workspace like the CLI's:
     answer:                            # answering/settings.py GenerationSettings, key for key
       backend: openai                  # transformers, vllm or openai
       endpoint: http://127.0.0.1:8000/v1
-      served_model: "{name}"           # openai: the name sent; {name}, {path} filled in
+      served_model: "{path}"           # openai: the name sent per model; {path} (its folder, the
+                                       # default, what `transformers serve` loads), {name} (as ranked)
       device: auto
       batch_size: 32
       max_new_tokens: 512              # items whose suite and front matter do not say
