@@ -6,7 +6,6 @@ under test answered through a served model from a sweep file and the command lin
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 import subprocess
@@ -181,36 +180,28 @@ def test_the_request_picks_the_toy_judge_for_the_toy_suite_and_round_trips(tmp_p
     assert build.build_key(recipe, merge=build.MergeSettings(dtype="bfloat16")) != plain
 
 
-def test_one_served_name_for_several_models_is_refused_before_anything_runs(tmp_path):
+def test_one_served_name_for_every_model_is_refused_before_anything_runs(tmp_path):
     """A --served-model without {name} or {path} would send every model's questions to one served
-    model: exit 2, from the command line and from a sweep file (at its line), before any work."""
-    ws = tiny_world(tmp_path / "ws", tmp_path / "zoo" / "base")
-    (ws / "judge" / "ok.yaml").write_text(f"model: {ws / 'zoo' / 'base'}\nmax_tokens: 8\n")
-    served = ("--backend", "openai", "--endpoint", "http://127.0.0.1:9/v1")  # nothing listens: never asked
-    flag = mergeval(ws, "sweep", "merge_configs/mine", "--items", "items/mine", "--judge", "judge/ok.yaml",
-                    *served, "--served-model", "my-model")
-    assert flag.returncode == 2, flag.stderr[-2000:]
-    assert "--served-model: served model 'my-model' is one name for the 3 models of this sweep" in flag.stderr
-    sweep_file = ws / "one.yaml"
-    sweep_file.write_text("recipes: merge_configs/mine\nitems: items/mine\njudge: judge/ok.yaml\nanswer:\n"
-                          "  backend: openai\n  endpoint: http://127.0.0.1:9/v1\n  served_model: my-model\n")
-    from_file = mergeval(ws, "sweep", str(sweep_file))
-    assert from_file.returncode == 2, from_file.stderr[-2000:]
-    assert f"{sweep_file}:7: answer.served_model: served model 'my-model' is one name" in from_file.stderr
-    assert not (ws / "reports").exists() and not (ws / ".mergeval" / "models").exists()  # nothing ran
-    # With {name} or {path} in it, each model is sent its own name; a sweep of one model may fix it.
+    model (a sweep always has a merge and its sources): exit 2, from the command line and from a
+    sweep file (at its line), before any recipe is read."""
     from mergeval.engine.request import SweepRequest
 
-    request = SweepRequest.from_parameters(workspace=ws, configs="merge_configs/mine", items="items/mine",
-                                           judge="judge/ok.yaml", backend="openai", endpoint="http://127.0.0.1:9/v1")
-    plan = request.plan()
+    ws = tiny_world(tmp_path / "ws", tmp_path / "no-judge")
+    served = ("--backend", "openai", "--endpoint", "http://127.0.0.1:9/v1")  # nothing listens: never asked
+    flag = mergeval(ws, "sweep", "merge_configs/mine", "--items", "items/mine", *served, "--served-model", "my-model")
+    assert flag.returncode == 2, flag.stderr[-2000:]
+    assert "--served-model: served model 'my-model' is one name for every model of the sweep" in flag.stderr
+    sweep_file = ws / "one.yaml"
+    sweep_file.write_text("recipes: merge_configs/mine\nitems: items/mine\nanswer:\n  backend: openai\n"
+                          "  endpoint: http://127.0.0.1:9/v1\n  served_model: my-model\n")
+    from_file = mergeval(ws, "sweep", str(sweep_file))
+    assert from_file.returncode == 2, from_file.stderr[-2000:]
+    assert f"{sweep_file}:6: answer.served_model: served model 'my-model' is one name" in from_file.stderr
+    assert not (ws / "reports").exists() and not (ws / ".mergeval").exists()  # nothing ran
+    # With {name} or {path} in it, each model is sent its own name.
     for name in ("{name}-v1", "{path}"):
-        replace_served(request, name).check_plan(plan)
-    one = replace_served(request, "my-model")
-    with pytest.raises(ValueError, match="one name for the 3 models"):
-        one.check_plan(plan)
-    one.check_plan(dataclasses.replace(plan, candidates=plan.candidates[:1]))
-
-
-def replace_served(request, served_model: str):
-    return dataclasses.replace(request, generation=dataclasses.replace(request.generation, served_model=served_model))
+        SweepRequest.from_parameters(workspace=ws, backend="openai", endpoint="http://127.0.0.1:9/v1",
+                                     served_model=name).check()
+    with pytest.raises(ValueError, match="one name for every model"):
+        SweepRequest.from_parameters(workspace=ws, backend="openai", endpoint="http://127.0.0.1:9/v1",
+                                     served_model="my-model").check()

@@ -48,7 +48,7 @@ def sweep_options(command):
         click.option("--endpoint", default=None, help="openai: the server's base URL, e.g. http://127.0.0.1:8000/v1."),
         click.option("--served-model", default=None, help="openai: the model name sent per model under test; "
                      "{path} = its folder (what `transformers serve` loads), {name} = the model as ranked; "
-                     "one fixed name is refused for several models.  [default: {path}]"),
+                     "a fixed name is refused: a sweep has several models.  [default: {path}]"),
         click.option("--device", default=None, help="Where models answer: auto, cpu, cuda.  [default: auto]"),
         click.option("--merge-device", default=None, help="Where mergekit merges: cpu, cuda.  [default: cpu]"),
         click.option("--trust-remote-code", "trust_remote_code", multiple=True, metavar="MODEL",
@@ -68,13 +68,10 @@ def sweep_request(ctx: click.Context, trust_remote_code=(), **options):
     ws = workspace_of(ctx)
     params: dict = {}
     if options.get("configs") and is_sweep_file(ws.resolve(options["configs"])):
-        path = ws.resolve(options.pop("configs"))
         try:
-            params = read_sweep_file(path)
+            params = read_sweep_file(ws.resolve(options.pop("configs")))
         except InputError as e:
             fail_on_input(e)
-        if "served_model" in params and options.get("served_model") is None:  # a later problem's file:line
-            ctx.meta["served_model_from"] = path
     params.update({k: v for k, v in options.items() if v is not None})
     if trust_remote_code:
         params["trust_remote_code"] = trust_remote_code
@@ -95,21 +92,9 @@ def check_sweep_inputs(request):
     except ValueError as e:
         raise click.UsageError(str(e))
     try:
-        plan = request.plan()
+        return request.plan()
     except InputError as e:
         fail_on_input(e)
-    try:
-        request.check_plan(plan)
-    except ValueError as e:
-        from mergeval.core.errors import Problem
-        from mergeval.engine.sweep_file import line_of
-
-        sweep_file = click.get_current_context().meta.get("served_model_from")
-        if sweep_file is None:
-            raise click.UsageError(f"--served-model: {e}")
-        fail_on_input(InputError([Problem(sweep_file, line_of(sweep_file, "answer", "served_model"),
-                                          f"answer.served_model: {e}")]))
-    return plan
 
 
 def check_judge(plan) -> None:

@@ -39,6 +39,14 @@ def default_judge(workspace: Path, items: str) -> str:
     return TOY_JUDGE if toy else REAL_JUDGE
 
 
+def one_served_model(name: str) -> str:
+    """Why a served model name without {name} or {path} cannot answer a sweep: every sweep
+    ranks at least one merge and its sources, and they would all be that one served model."""
+    return (f"served model {name!r} is one name for every model of the sweep (each merge and its sources): "
+            "all their questions would go to that one served model. Put {path} (each model's folder, the "
+            "default, which `transformers serve` loads) or {name} (the model as ranked) in it")
+
+
 def parse_keep(keep: str) -> int | None:
     """'all' → None (keep every merge), 'none' → 0, 'top-K' → K."""
     if keep == "all":
@@ -111,16 +119,10 @@ class SweepRequest:
             except (KeyError, IndexError, ValueError) as e:
                 raise ValueError(f"served model name {self.generation.served_model!r}: only {{name}} and "
                                  f"{{path}} may be filled in ({e})") from None
+            if self.generation.one_served_name():
+                raise ValueError(f"--served-model: {one_served_model(self.generation.served_model)}")
         if self.merge.dtype is not None and self.merge.dtype not in DTYPES:
             raise ValueError(f"merge dtype must be {', '.join(DTYPES)}, not {self.merge.dtype!r}")
-
-    def check_plan(self, plan: SweepPlan) -> None:
-        """Raise ValueError saying what to fix: the settings that the models to sweep rule out."""
-        if self.generation.one_served_name() and len(plan.candidates) > 1:
-            raise ValueError(
-                f"served model {self.generation.served_model!r} is one name for the {len(plan.candidates)} models of "
-                "this sweep: every model's questions would go to that one served model. Put {name} (the model as "
-                "ranked) or {path} (its folder, which `transformers serve` loads) in it, or leave it out")
 
     def plan(self) -> SweepPlan:
         ws = self.ws

@@ -48,7 +48,7 @@ from mergeval.answering import backends
 from mergeval.answering.settings import GenerationSettings
 from mergeval.core.errors import InputError, Problem, raise_if_any
 from mergeval.engine.build import DTYPES, MergeSettings
-from mergeval.engine.request import parse_keep
+from mergeval.engine.request import one_served_model, parse_keep
 from mergeval.inputs.strict_yaml import YamlDoc, load_yaml, unknown_key_problems
 from mergeval.inputs.suite_settings import answer_length
 from mergeval.inputs.text_files import read_text_file
@@ -97,13 +97,6 @@ def read_sweep_file(path: Path) -> dict[str, Any]:
     out.update(_section(doc, "merge", MergeSettings, MERGE_FLAT, problems))
     raise_if_any(problems)
     return {k: v for k, v in out.items() if v is not None}
-
-
-def line_of(path: Path, *key: str) -> int | None:
-    """The line of `key` (e.g. "answer", "served_model") in a sweep file read_sweep_file accepted,
-    for a problem found only once the sweep is planned."""
-    text, _ = read_text_file(path, "a sweep file")
-    return load_yaml(text or "", path).line(*key)
 
 
 def _names(cls) -> list[str]:
@@ -188,6 +181,8 @@ def _served(value: str) -> None:
         value.format(name="m", path="/m")
     except (KeyError, IndexError, ValueError):
         raise ValueError(f"only {{name}} and {{path}} may be filled in, got {value!r}") from None
+    if GenerationSettings(backend="openai", served_model=value).one_served_name():
+        raise ValueError(one_served_model(value))
 
 
 CHECKS = {
