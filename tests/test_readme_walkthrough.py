@@ -160,6 +160,9 @@ def test_the_readme_section_works_as_written(world, tmp_path):
         assert {r["judge_score"] for r in rows} == {4.0}
         folded = {r["model"] for r in rows if r["chat_fold"]}  # the README's item has a system prompt
         assert folded == models, folded  # Gemma's template refuses it: every model here is a Gemma
+        assert {"arithmetic", "chat"} <= set(ranked["gemma-linear"])  # skills: front matter, else the folder
+        card = next(m for m in json.loads((run_dir / "run.json").read_text())["models"] if m["name"] == "gemma-two-stage")
+        assert card["on_disk"] and f"`{repo_id}@{old}`" in (Path(card["path"]) / "README.md").read_text()  # kept: top-3
         report = (run_dir / "report.md").read_text()
         assert f"{repo_id}@{old}" in report and "## Chat templates" in report and "gemma-two-stage" in report
 
@@ -182,7 +185,7 @@ def test_the_readme_section_works_as_written(world, tmp_path):
         assert all(r["judge_score"] == 4.0 for r in served_rows)
 
         # What the README says of {name}: a hub id is served from the cache, a recipe stem is not.
-        assert ask(url, "google/gemma-2-2b") == 200
+        assert ask(url, "google/gemma-2-2b") == 200 and ask(url, f"{repo_id}@{old}") == 200
         assert ask(url, "gemma-linear") >= 400
     log = (tmp_path / "serve.log").read_text(errors="replace")
     for stem in RECIPE_STEMS:  # {path}: the merges' own folders, once built
