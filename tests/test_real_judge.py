@@ -205,3 +205,28 @@ def test_one_served_name_for_every_model_is_refused_before_anything_runs(tmp_pat
     with pytest.raises(ValueError, match="one name for every model"):
         SweepRequest.from_parameters(workspace=ws, backend="openai", endpoint="http://127.0.0.1:9/v1",
                                      served_model="my-model").check()
+
+
+def test_a_sweep_files_answer_dtype_reaches_the_answers_and_every_flow_takes_the_request(tmp_path):
+    """`answer: dtype:` (issue #13: the sweep file holds the answers' dtype) is read, checked at its
+    line and handed on; the sweep and search flows take every flat parameter their requests make."""
+    import inspect
+
+    from mergeval.core.errors import InputError
+    from mergeval.engine.request import SweepRequest
+    from mergeval.engine.sweep_file import read_sweep_file
+    from mergeval.orchestration.flows import load_flow
+    from mergeval.search.request import SearchRequest
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("recipes: merge_configs/mine\nanswer:\n  dtype: bfloat16\nmerge:\n  dtype: float32\n")
+    bad.write_text("recipes: merge_configs/mine\nanswer:\n  dtype: int4\n")
+    request = SweepRequest.from_parameters(workspace=tmp_path, **read_sweep_file(good))
+    assert request.generation.dtype == "bfloat16" and request.merge.dtype == "float32"
+    request.check()
+    with pytest.raises(InputError, match=r"bad.yaml:3: answer.dtype: expected one of auto, float32"):
+        read_sweep_file(bad)
+    ws = Workspace(tmp_path)
+    for flow, req in (("sweep", request), ("search", SearchRequest.from_parameters(workspace=tmp_path, space="s.yaml", dtype="bfloat16"))):
+        taken = inspect.signature(load_flow(ws, flow).fn).parameters
+        assert set(req.parameters()) <= set(taken), set(req.parameters()) - set(taken)

@@ -50,6 +50,8 @@ def sweep_options(command):
                      "{path} = its folder (what `transformers serve` loads), {name} = the model as ranked; "
                      "a fixed name is refused: a sweep has several models.  [default: {path}]"),
         click.option("--device", default=None, help="Where models answer: auto, cpu, cuda.  [default: auto]"),
+        click.option("--dtype", default=None, help="How models answer in-process: auto, float32, bfloat16, "
+                     "float16.  [default: auto = float32 on a CPU, the checkpoint's own on a GPU]"),
         click.option("--merge-device", default=None, help="Where mergekit merges: cpu, cuda.  [default: cpu]"),
         click.option("--trust-remote-code", "trust_remote_code", multiple=True, metavar="MODEL",
                      help="Let MODEL (as the ranking names it, or a source's path) run the Python in its "

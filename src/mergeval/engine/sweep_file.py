@@ -19,6 +19,7 @@ relative to the workspace like the CLI's:
       served_model: "{path}"           # openai: the name sent per model; {path} (its folder, the
                                        # default, what `transformers serve` loads), {name} (as ranked)
       device: auto
+      dtype: auto                      # answering: auto = float32 on a CPU, the checkpoint's own on a GPU
       batch_size: 32
       max_new_tokens: 512              # items whose suite and front matter do not say
       temperature: 0
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from mergeval.answering import backends
+from mergeval.answering.settings import DTYPES as ANSWER_DTYPES
 from mergeval.answering.settings import GenerationSettings
 from mergeval.core.errors import InputError, Problem, raise_if_any
 from mergeval.engine.build import DTYPES, MergeSettings
@@ -187,7 +189,8 @@ def _served(value: str) -> None:
 
 CHECKS = {
     "answer": {"max_new_tokens": answer_length, "batch_size": _at_least(1), "temperature": _at_least(0, 2),
-               "top_p": _at_least(0, 1), "backend": _one_of(tuple(backends.BACKENDS)), "served_model": _served},
+               "top_p": _at_least(0, 1), "backend": _one_of(tuple(backends.BACKENDS)), "served_model": _served,
+               "dtype": _one_of(ANSWER_DTYPES)},
     "merge": {"dtype": _one_of(DTYPES), "shard_size": _shard_size},
 }
 
