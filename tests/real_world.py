@@ -24,6 +24,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 CORPUS_WORDS = (
@@ -270,6 +271,14 @@ def train_tokenizer(fam: Family, vocab_size: int = 320):
     return tok
 
 
+@lru_cache(maxsize=None)
+def family_tokenizer(family: str, vocab_size: int = 320):
+    """One tokenizer per family and process: its models share it, as a real family's checkpoints
+    do (Unigram training is not deterministic, so two trainings may number tokens differently),
+    and byte-level BPE, which takes a second or two, is trained once."""
+    return train_tokenizer(FAMILIES[family], vocab_size)
+
+
 def _config(fam: Family, tok, seed: int):
     import transformers as tf
 
@@ -289,7 +298,7 @@ def make_model(path: Path, family: str, seed: int) -> Path:
     import torch
 
     fam = FAMILIES[family]
-    tok = train_tokenizer(fam)
+    tok = family_tokenizer(family)
     config, model_cls, gen_eos = _config(fam, tok, seed)
     torch.manual_seed(seed)
     model = model_cls(config).eval()

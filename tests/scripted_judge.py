@@ -84,10 +84,10 @@ def make_family_scripted_judge(path: Path, reply: str, family: str = "llama3") -
     import torch
     from transformers import LlamaConfig
 
-    from tests.real_world import FAMILIES, train_tokenizer
+    from tests.real_world import FAMILIES, family_tokenizer
 
     fam = FAMILIES[family]
-    tok = train_tokenizer(fam, vocab_size=600)
+    tok = family_tokenizer(family, vocab_size=600)
     prompt = tok.apply_chat_template([{"role": "user", "content": "x"}], add_generation_prompt=True, tokenize=False)
     start = tok(prompt, add_special_tokens=False)["input_ids"][-1]
     eos = [tok.convert_tokens_to_ids(t) for t in fam.gen_eos]
