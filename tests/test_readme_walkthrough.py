@@ -107,8 +107,9 @@ def run(ws: Path, argv: list[str], endpoint: str) -> subprocess.CompletedProcess
     """One README command, as written: the venv's executable, from the workspace, only the
     endpoint's port changed to the test server's."""
     assert argv[0] == ".venv/bin/mergeval", argv
-    argv = [str(Path(sys.executable).parent / "mergeval"),
-            *(re.sub(r"^http://127\.0\.0\.1:\d+/v1$", endpoint, a) for a in argv[1:])]
+    exe = Path(sys.executable).parent / "mergeval"
+    assert exe.is_file(), f"no {exe}: the venv lacks mergeval's command (pip install -e .)"
+    argv = [str(exe), *(re.sub(r"^http://127\.0\.0\.1:\d+/v1$", endpoint, a) for a in argv[1:])]
     env = sweep_env(ws)
     env.pop("MERGEVAL_WORKSPACE", None)  # found as the README says: the folder holding merge_configs/
     return subprocess.run(argv, cwd=ws, env=env, capture_output=True, text=True, timeout=600)
