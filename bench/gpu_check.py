@@ -7,7 +7,9 @@
    whether the answers equal the CPU's (greedy; they may differ in a few tokens in bfloat16)
 2. one merge (ties, the toy recipe) built with mergekit on the GPU vs on the CPU, seconds
 
-Without a CUDA GPU it says so and exits 0: nothing here is faked on a CPU.
+Without a CUDA GPU it says so and exits 0: nothing here is faked on a CPU. It does not check
+the vLLM backend (answering/vllm_backend.py), which has never run: the machines this project
+is built and tested on have neither a GPU nor vLLM. It prints whether vLLM could run here.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
+    from mergeval.answering.backends import vllm_missing
+
+    vllm = vllm_missing()
+    print(f"vLLM backend: not checked by this script, never run; here: {vllm or 'vllm and a GPU are present'}")
     if not torch.cuda.is_available():
         print("no CUDA GPU visible: nothing to check here (run this on a GPU box)")
         return
@@ -42,7 +48,8 @@ def main() -> None:
 
     items = load_items(REPO / "items" / "toy")
     model = REPO / "zoo" / "spec_add"
-    figures = {"gpu": torch.cuda.get_device_name(0), "machine": platform.machine(), "torch": torch.__version__}
+    figures = {"gpu": torch.cuda.get_device_name(0), "machine": platform.machine(), "torch": torch.__version__,
+               "vllm": "not checked (never run)" + (f"; here: {vllm}" if vllm else "")}
     answers = {}
     for device, size in (("cpu", 32), ("cuda", 1), ("cuda", 32)):
         with TransformersBackend(model, GenerationSettings(batch_size=size, device=device, max_new_tokens=16)) as gen:

@@ -49,6 +49,7 @@ def search(
     endpoint: str | None = None,
     served_model: str | None = None,  # as in flows/sweep.py: the answering settings of every trial
     device: str = "auto",
+    dtype: str = "auto",  # as in flows/sweep.py
     temperature: float = 0.0,
     top_p: float = 1.0,
 ) -> str:

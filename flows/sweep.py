@@ -52,6 +52,7 @@ def sweep(
     endpoint: str | None = None,  # openai: where the models under test are served
     served_model: str | None = None,  # openai: the name sent, {name} / {path} filled in; None: the folder
     device: str = "auto",  # where models answer (transformers, vllm)
+    dtype: str = "auto",  # how they answer: auto = float32 on a CPU, the checkpoint's own on a GPU
     temperature: float = 0.0,
     top_p: float = 1.0,
     seed: int = 0,

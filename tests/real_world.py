@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 CORPUS_WORDS = (
@@ -180,6 +182,32 @@ dtype: bfloat16
 """,
 }
 
+# A mergekit-multi recipe whose stages name their sources by hub id, one pinned (`@{old}`); its
+# final stage uses the first by its `name:`. Not in RECIPES: the tests that want it write it.
+MULTI_STAGE_RECIPES = {
+    "gemma-two-stage": """\
+name: gemma-mix
+models:
+  - model: google/gemma-2-2b-it@{old}
+    parameters:
+      weight: 0.5
+  - model: google/gemma-2-2b
+    parameters:
+      weight: 0.5
+merge_method: linear
+dtype: bfloat16
+---
+merge_method: slerp
+base_model: gemma-mix
+models:
+  - model: gemma-mix
+  - model: google/gemma-2-2b-it
+parameters:
+  t: 0.3
+dtype: bfloat16
+""",
+}
+
 ITEMS = {  # check-only items, so any model is scored; one with a system prompt, one with earlier turns
     "plain.txt": "---\nchecks:\n  - max_words: 400\n---\nQuestion:\nwhat is the answer to this question ?\n",
     "with_system.txt": ("---\nsystem: you are a helpful assistant . reply in one short sentence .\nchecks:\n"
@@ -243,6 +271,14 @@ def train_tokenizer(fam: Family, vocab_size: int = 320):
     return tok
 
 
+@lru_cache(maxsize=None)
+def family_tokenizer(family: str, vocab_size: int = 320):
+    """One tokenizer per family and process: its models share it, as a real family's checkpoints
+    do (Unigram training is not deterministic, so two trainings may number tokens differently),
+    and byte-level BPE, which takes a second or two, is trained once."""
+    return train_tokenizer(FAMILIES[family], vocab_size)
+
+
 def _config(fam: Family, tok, seed: int):
     import transformers as tf
 
@@ -262,7 +298,7 @@ def make_model(path: Path, family: str, seed: int) -> Path:
     import torch
 
     fam = FAMILIES[family]
-    tok = train_tokenizer(fam)
+    tok = family_tokenizer(family)
     config, model_cls, gen_eos = _config(fam, tok, seed)
     torch.manual_seed(seed)
     model = model_cls(config).eval()
@@ -307,21 +343,28 @@ def publish(hub_cache: Path, repo_id: str, folder: Path) -> tuple[str, Path]:
     return commit, snapshot
 
 
-def build_real_world(root: Path, hub_cache: Path) -> RealWorld:
-    """The workspace at `root` (recipes, items, a judge) and every source model in `hub_cache`."""
+def build_real_world(root: Path, hub_cache: Path, only: tuple[str, ...] | None = None) -> RealWorld:
+    """The workspace at `root` (recipes, items, a judge) and every source model in `hub_cache`;
+    `only`: just these hub ids, and the recipes that name nothing else (a quicker world)."""
     root.mkdir(parents=True, exist_ok=True)
     sources: dict[str, Path] = {}
     pinned = None
     with tempfile.TemporaryDirectory() as scratch:
         for repo_id, family, seed in SOURCES:
+            if only is not None and repo_id not in only:
+                continue
             if repo_id == "google/gemma-2-2b-it":  # an older revision first: refs/main moves past it
                 old, old_dir = publish(hub_cache, repo_id, make_model(Path(scratch) / f"{seed}-old", family, seed + 100))
                 pinned = (repo_id, old, old_dir)
             _, sources[repo_id] = publish(hub_cache, repo_id, make_model(Path(scratch) / str(seed), family, seed))
     configs = root / "merge_configs" / "real"
     configs.mkdir(parents=True, exist_ok=True)
+    written = []
     for stem, text in RECIPES.items():
-        (configs / f"{stem}.yaml").write_text(text.format(old=pinned[1]))
+        named = {r for r, _, _ in SOURCES if re.search(rf"{re.escape(r)}(?![\w.-])", text)}
+        if named <= set(sources):
+            (configs / f"{stem}.yaml").write_text(text.format(old=pinned[1] if pinned else ""))
+            written.append(stem)
     items = root / "items" / "real"
     items.mkdir(parents=True, exist_ok=True)
     for name, text in ITEMS.items():
@@ -329,5 +372,6 @@ def build_real_world(root: Path, hub_cache: Path) -> RealWorld:
     (root / "judge").mkdir(exist_ok=True)
     shutil.copy(Path(__file__).resolve().parents[1] / "judge" / "prompt.txt", root / "judge" / "prompt.txt")
     # The judge is a source model's snapshot: check-only items never call it, but it must load.
-    (root / "judge" / "proctora.yaml").write_text(f"model: {sources['Qwen/Qwen2.5-0.5B-Instruct']}\nmax_tokens: 8\n")
-    return RealWorld(root, hub_cache, sources, pinned, tuple(RECIPES))
+    judge = sources.get("Qwen/Qwen2.5-0.5B-Instruct") or next(iter(sources.values()))
+    (root / "judge" / "proctora.yaml").write_text(f"model: {judge}\nmax_tokens: 8\n")
+    return RealWorld(root, hub_cache, sources, pinned, tuple(written))

@@ -1,8 +1,11 @@
-"""`transformers serve` on 127.0.0.1: a real OpenAI-compatible server for the tests."""
+"""`transformers serve` on 127.0.0.1: a real OpenAI-compatible server for the tests, and the
+shipped judge file edited, as its comments say, to use a served judge."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -55,3 +60,19 @@ def transformers_serve(extra_args: list[str], log: Path, timeout: float = 90):
             proc.kill()
             proc.wait()
         out.close()
+
+
+def shipped_judge_for_server(folder: Path, endpoint: str, model: str, **edits: str) -> Path:
+    """judge/proctora.yaml and prompt.txt, with exactly the edits its comments name for a
+    served judge (backend, endpoint, model), and any `key: value` line changed in `edits`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "judge" / "prompt.txt", folder / "prompt.txt")
+    text = (REPO / "judge" / "proctora.yaml").read_text(encoding="utf-8")
+    text = re.sub(r"^backend: transformers$", "backend: openai", text, count=1, flags=re.M)
+    text = re.sub(r"^# endpoint: .*$", f"endpoint: {endpoint}", text, count=1, flags=re.M)
+    text = re.sub(r"^model: .*$", f"model: {model}", text, count=1, flags=re.M)
+    for key, value in edits.items():
+        text, n = re.subn(rf"^{key}: .*$", f"{key}: {value}", text, count=1, flags=re.M)
+        assert n == 1, key
+    (folder / "proctora.yaml").write_text(text, encoding="utf-8")
+    return folder / "proctora.yaml"

@@ -20,7 +20,13 @@ from mergeval.proctora.judge import Judge, render_request
 from mergeval.proctora.settings import load_settings
 from tests import serve
 from tests.conftest import tiny_zoo_workspace
-from tests.scripted_judge import FEEDBACK_FIRST, make_scripted_judge
+from tests.scripted_judge import (
+    FEEDBACK_FIRST,
+    SUBWORD_FEEDBACK_FIRST,
+    make_family_scripted_judge,
+    make_scripted_judge,
+)
+from tests.serve import shipped_judge_for_server
 from tests.sweep_helpers import run_dir_of, sweep_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,22 +42,6 @@ def served(tmp_path_factory) -> str:
     """`transformers serve` (it loads each model the requests name, here by folder)."""
     with serve.transformers_serve(["--dtype", "float32"], tmp_path_factory.mktemp("serve") / "serve.log") as url:
         yield url
-
-
-def shipped_judge_for_server(folder: Path, endpoint: str, model: str, **edits: str) -> Path:
-    """judge/proctora.yaml and prompt.txt, with exactly the edits its comments name for a
-    served judge (backend, endpoint, model), and any `key: value` line changed in `edits`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "judge" / "prompt.txt", folder / "prompt.txt")
-    text = (REPO / "judge" / "proctora.yaml").read_text(encoding="utf-8")
-    text = re.sub(r"^backend: transformers$", "backend: openai", text, count=1, flags=re.M)
-    text = re.sub(r"^# endpoint: .*$", f"endpoint: {endpoint}", text, count=1, flags=re.M)
-    text = re.sub(r"^model: .*$", f"model: {model}", text, count=1, flags=re.M)
-    for key, value in edits.items():
-        text, n = re.subn(rf"^{key}: .*$", f"{key}: {value}", text, count=1, flags=re.M)
-        assert n == 1, key
-    (folder / "proctora.yaml").write_text(text, encoding="utf-8")
-    return folder / "proctora.yaml"
 
 
 def roleplay_requests(settings, n: int = 12):
@@ -72,6 +62,20 @@ def test_shipped_judge_edited_for_a_server_grades_a_feedback_first_judge(scripte
     assert len(unscored) <= 0.01 * len(results), unscored[:1]
     assert {r.score for r in results} == {4.0}
     assert all(r.replies[0].startswith("Feedback:") for r in results)  # the feedback came first
+
+
+def test_shipped_judge_grades_a_subword_judge_of_the_realistic_world(served, tmp_path):
+    """The unscored figure with a realistic judge: Llama 3's byte-level BPE and chat template
+    (tests/real_world.py), its verdict in subword tokens, every roleplay item's full rubric prompt."""
+    judge = make_family_scripted_judge(tmp_path / "llama3-judge", SUBWORD_FEEDBACK_FIRST)
+    ws = Workspace(tmp_path)
+    settings = load_settings(shipped_judge_for_server(tmp_path / "judge", served, str(judge)), ws)
+    requests = roleplay_requests(settings, n=len(load_items(REPO / "items" / "roleplay")))
+    with Judge(settings, ws) as grader:
+        results = grader.grade(requests)
+    unscored = [r for r in results if r.score is None]
+    assert len(unscored) <= 0.01 * len(results), unscored[:1]
+    assert {r.score for r in results} == {4.0} and all(r.replies[0].startswith("feedback :") for r in results)
 
 
 def test_a_reply_cut_off_at_max_tokens_is_unscored_with_the_fix(scripted, served, tmp_path):
@@ -174,3 +178,55 @@ def test_the_request_picks_the_toy_judge_for_the_toy_suite_and_round_trips(tmp_p
     plain = build.build_key(recipe)
     assert build.build_key(recipe, merge=build.MergeSettings(lazy_unpickle=True, shard_size="1B")) == plain
     assert build.build_key(recipe, merge=build.MergeSettings(dtype="bfloat16")) != plain
+
+
+def test_one_served_name_for_every_model_is_refused_before_anything_runs(tmp_path):
+    """A --served-model without {name} or {path} would send every model's questions to one served
+    model (a sweep always has a merge and its sources): exit 2, from the command line and from a
+    sweep file (at its line), before any recipe is read."""
+    from mergeval.engine.request import SweepRequest
+
+    ws = tiny_world(tmp_path / "ws", tmp_path / "no-judge")
+    served = ("--backend", "openai", "--endpoint", "http://127.0.0.1:9/v1")  # nothing listens: never asked
+    flag = mergeval(ws, "sweep", "merge_configs/mine", "--items", "items/mine", *served, "--served-model", "my-model")
+    assert flag.returncode == 2, flag.stderr[-2000:]
+    assert "--served-model: served model 'my-model' is one name for every model of the sweep" in flag.stderr
+    sweep_file = ws / "one.yaml"
+    sweep_file.write_text("recipes: merge_configs/mine\nitems: items/mine\nanswer:\n  backend: openai\n"
+                          "  endpoint: http://127.0.0.1:9/v1\n  served_model: my-model\n")
+    from_file = mergeval(ws, "sweep", str(sweep_file))
+    assert from_file.returncode == 2, from_file.stderr[-2000:]
+    assert f"{sweep_file}:6: answer.served_model: served model 'my-model' is one name" in from_file.stderr
+    assert not (ws / "reports").exists() and not (ws / ".mergeval").exists()  # nothing ran
+    # With {name} or {path} in it, each model is sent its own name.
+    for name in ("{name}-v1", "{path}"):
+        SweepRequest.from_parameters(workspace=ws, backend="openai", endpoint="http://127.0.0.1:9/v1",
+                                     served_model=name).check()
+    with pytest.raises(ValueError, match="one name for every model"):
+        SweepRequest.from_parameters(workspace=ws, backend="openai", endpoint="http://127.0.0.1:9/v1",
+                                     served_model="my-model").check()
+
+
+def test_a_sweep_files_answer_dtype_reaches_the_answers_and_every_flow_takes_the_request(tmp_path):
+    """`answer: dtype:` (issue #13: the sweep file holds the answers' dtype) is read, checked at its
+    line and handed on; the sweep and search flows take every flat parameter their requests make."""
+    import inspect
+
+    from mergeval.core.errors import InputError
+    from mergeval.engine.request import SweepRequest
+    from mergeval.engine.sweep_file import read_sweep_file
+    from mergeval.orchestration.flows import load_flow
+    from mergeval.search.request import SearchRequest
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("recipes: merge_configs/mine\nanswer:\n  dtype: bfloat16\nmerge:\n  dtype: float32\n")
+    bad.write_text("recipes: merge_configs/mine\nanswer:\n  dtype: int4\n")
+    request = SweepRequest.from_parameters(workspace=tmp_path, **read_sweep_file(good))
+    assert request.generation.dtype == "bfloat16" and request.merge.dtype == "float32"
+    request.check()
+    with pytest.raises(InputError, match=r"bad.yaml:3: answer.dtype: expected one of auto, float32"):
+        read_sweep_file(bad)
+    ws = Workspace(tmp_path)
+    for flow, req in (("sweep", request), ("search", SearchRequest.from_parameters(workspace=tmp_path, space="s.yaml", dtype="bfloat16"))):
+        taken = inspect.signature(load_flow(ws, flow).fn).parameters
+        assert set(req.parameters()) <= set(taken), set(req.parameters()) - set(taken)

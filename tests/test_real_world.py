@@ -233,3 +233,28 @@ def test_a_served_model_whose_template_refuses_the_system_role_is_sent_the_folde
         stage = answer_items("m", gemma, items, served, tmp_path / "served.jsonl")
     assert stage.answers["plain"]["chat_fold"] is None
     assert "System role not supported" in stage.answers["with_system"]["chat_fold"]["why"]
+
+
+def test_a_multi_stage_recipe_names_its_stages_sources_by_hub_id(world, tmp_path):
+    """Issue #13's names inside mergekit-multi: every stage's hub ids (one pinned) name the parents;
+    mergekit is handed each stage's snapshot folders. Built and ranked in test_readme_walkthrough.py."""
+    from mergeval.engine.plan import plan_sweep
+    from mergeval.inputs.recipes import STAGE_REF
+    from mergeval.inputs.validate import validate_paths
+    from tests.real_world import MULTI_STAGE_RECIPES
+
+    repo_id, old, old_dir = world.pinned
+    ws = Workspace(shutil.copytree(world.workspace, tmp_path / "ws", ignore=shutil.ignore_patterns(".mergeval")))
+    (ws.configs / "multi").mkdir()
+    for stem, text in MULTI_STAGE_RECIPES.items():
+        (ws.configs / "multi" / f"{stem}.yaml").write_text(text.format(old=old))
+    assert validate_paths([ws.configs / "multi"], ws) == []
+    plan = plan_sweep(ws, ws.configs / "multi", ws.items / "real", ws.judge_file, GEN)
+    two = plan.candidate("gemma-two-stage")
+    assert two.kind == "merge" and two.method == "linear → slerp"
+    assert two.parents == (f"{repo_id}@{old}", "google/gemma-2-2b", "google/gemma-2-2b-it")
+    assert {c.name for c in plan.candidates if c.kind == "source"} == set(two.parents)
+    first, final = two.recipe.stages
+    assert [m["model"] for m in first.config["models"]] == [str(old_dir), str(world.sources["google/gemma-2-2b"])]
+    assert final.config["base_model"] == STAGE_REF + "gemma-mix"
+    assert final.config["models"][1]["model"] == str(world.sources["google/gemma-2-2b-it"])

@@ -71,6 +71,13 @@ class GenerationSettings:
         template = self.served_model or "{path}"
         return replace(self, served_model=template.format(name=name, path=str(Path(path).resolve())))
 
+    def one_served_name(self) -> bool:
+        """openai with a served name that is the same for every model (no {name} or {path} in it):
+        every model under test would be answered by that one served model."""
+        if self.backend != "openai" or not self.served_model:
+            return False
+        return self.served_model.format(name="a", path="/a") == self.served_model.format(name="b", path="/b")
+
     def tokens_for(self, item_max_new_tokens: int | None) -> int:
         """The answer length used for an item: its own (front matter or suite.yaml), else ours."""
         return item_max_new_tokens or self.max_new_tokens

@@ -47,8 +47,11 @@ def sweep_options(command):
                      "model).  [default: transformers]"),
         click.option("--endpoint", default=None, help="openai: the server's base URL, e.g. http://127.0.0.1:8000/v1."),
         click.option("--served-model", default=None, help="openai: the model name sent per model under test; "
-                     "{name} = the model as ranked, {path} = its folder.  [default: the folder's path]"),
+                     "{path} = its folder (what `transformers serve` loads), {name} = the model as ranked; "
+                     "a fixed name is refused: a sweep has several models.  [default: {path}]"),
         click.option("--device", default=None, help="Where models answer: auto, cpu, cuda.  [default: auto]"),
+        click.option("--dtype", default=None, help="How models answer in-process: auto, float32, bfloat16, "
+                     "float16.  [default: auto = float32 on a CPU, the checkpoint's own on a GPU]"),
         click.option("--merge-device", default=None, help="Where mergekit merges: cpu, cuda.  [default: cpu]"),
         click.option("--trust-remote-code", "trust_remote_code", multiple=True, metavar="MODEL",
                      help="Let MODEL (as the ranking names it, or a source's path) run the Python in its "

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from mergeval.answering import backends
+from mergeval.answering.settings import DTYPES as ANSWER_DTYPES
 from mergeval.answering.settings import GenerationSettings, effective_device
 from mergeval.core.workspace import Workspace
 from mergeval.engine.build import DTYPES, MergeSettings
@@ -24,7 +25,7 @@ from mergeval.engine.plan import SweepPlan, plan_sweep
 
 # The flows' flat names: into `generation` (answering/settings.py) and `merge` (engine/build.py).
 GENERATION_PARAMETERS = ("batch_size", "max_new_tokens", "backend", "endpoint", "served_model", "device",
-                         "temperature", "top_p", "seed")
+                         "dtype", "temperature", "top_p", "seed")
 MERGE_PARAMETERS = {"merge_device": "device", "merge_dtype": "dtype", "lazy_unpickle": "lazy_unpickle",
                     "low_cpu_memory": "low_cpu_memory", "shard_size": "shard_size"}
 REAL_JUDGE = "judge/proctora.yaml"  # the judge for real work
@@ -37,6 +38,14 @@ def default_judge(workspace: Path, items: str) -> str:
     ws = Workspace(workspace)
     toy = ws.resolve(items).resolve() == (ws.items / "toy").resolve() and ws.resolve(TOY_JUDGE).is_file()
     return TOY_JUDGE if toy else REAL_JUDGE
+
+
+def one_served_model(name: str) -> str:
+    """Why a served model name without {name} or {path} cannot answer a sweep: every sweep
+    ranks at least one merge and its sources, and they would all be that one served model."""
+    return (f"served model {name!r} is one name for every model of the sweep (each merge and its sources): "
+            "all their questions would go to that one served model. Put {path} (each model's folder, the "
+            "default, which `transformers serve` loads) or {name} (the model as ranked) in it")
 
 
 def parse_keep(keep: str) -> int | None:
@@ -111,6 +120,10 @@ class SweepRequest:
             except (KeyError, IndexError, ValueError) as e:
                 raise ValueError(f"served model name {self.generation.served_model!r}: only {{name}} and "
                                  f"{{path}} may be filled in ({e})") from None
+            if self.generation.one_served_name():
+                raise ValueError(f"--served-model: {one_served_model(self.generation.served_model)}")
+        if self.generation.dtype not in ANSWER_DTYPES:
+            raise ValueError(f"--dtype must be {', '.join(ANSWER_DTYPES)}, not {self.generation.dtype!r}")
         if self.merge.dtype is not None and self.merge.dtype not in DTYPES:
             raise ValueError(f"merge dtype must be {', '.join(DTYPES)}, not {self.merge.dtype!r}")
 

@@ -16,8 +16,10 @@ relative to the workspace like the CLI's:
     answer:                            # answering/settings.py GenerationSettings, key for key
       backend: openai                  # transformers, vllm or openai
       endpoint: http://127.0.0.1:8000/v1
-      served_model: "{name}"           # openai: the name sent; {name}, {path} filled in
+      served_model: "{path}"           # openai: the name sent per model; {path} (its folder, the
+                                       # default, what `transformers serve` loads), {name} (as ranked)
       device: auto
+      dtype: auto                      # answering: auto = float32 on a CPU, the checkpoint's own on a GPU
       batch_size: 32
       max_new_tokens: 512              # items whose suite and front matter do not say
       temperature: 0
@@ -44,10 +46,11 @@ from pathlib import Path
 from typing import Any
 
 from mergeval.answering import backends
+from mergeval.answering.settings import DTYPES as ANSWER_DTYPES
 from mergeval.answering.settings import GenerationSettings
 from mergeval.core.errors import InputError, Problem, raise_if_any
 from mergeval.engine.build import DTYPES, MergeSettings
-from mergeval.engine.request import parse_keep
+from mergeval.engine.request import one_served_model, parse_keep
 from mergeval.inputs.strict_yaml import YamlDoc, load_yaml, unknown_key_problems
 from mergeval.inputs.suite_settings import answer_length
 from mergeval.inputs.text_files import read_text_file
@@ -180,11 +183,14 @@ def _served(value: str) -> None:
         value.format(name="m", path="/m")
     except (KeyError, IndexError, ValueError):
         raise ValueError(f"only {{name}} and {{path}} may be filled in, got {value!r}") from None
+    if GenerationSettings(backend="openai", served_model=value).one_served_name():
+        raise ValueError(one_served_model(value))
 
 
 CHECKS = {
     "answer": {"max_new_tokens": answer_length, "batch_size": _at_least(1), "temperature": _at_least(0, 2),
-               "top_p": _at_least(0, 1), "backend": _one_of(tuple(backends.BACKENDS)), "served_model": _served},
+               "top_p": _at_least(0, 1), "backend": _one_of(tuple(backends.BACKENDS)), "served_model": _served,
+               "dtype": _one_of(ANSWER_DTYPES)},
     "merge": {"dtype": _one_of(DTYPES), "shard_size": _shard_size},
 }
 

@@ -196,7 +196,7 @@ def read_recipe(path: Path, workspace: Workspace, inside: Path | None = None, me
     if problems:
         return None, problems
     if kind == "multi-stage":
-        return _multi_stage(path, text, docs, checked), []
+        return _multi_stage(path, text, docs, checked, workspace), []
     config = copy.deepcopy(doc.data)
     seed = config.pop("random_seed", None)
     for key, resolved in checked.rewrites:
@@ -229,7 +229,7 @@ def _source_names(located, workspace: Workspace) -> tuple[tuple[Path, str], ...]
     return tuple(names.items())
 
 
-def _multi_stage(path: Path, text: str, docs: list[YamlDoc], checked) -> Recipe:
+def _multi_stage(path: Path, text: str, docs: list[YamlDoc], checked, workspace: Workspace) -> Recipe:
     configs = [copy.deepcopy({k: v for k, v in d.data.items() if k != "name"}) for d in docs]
     sources: list[list[Path]] = [[] for _ in docs]
     for (i, *key), resolved in checked.rewrites:
@@ -249,7 +249,7 @@ def _multi_stage(path: Path, text: str, docs: list[YamlDoc], checked) -> Recipe:
     return Recipe(name=path.stem, path=path, text=text, config=last.config,
                   method=" → ".join(s.method for s in stages), sources=tuple(checked.sources),
                   base_model=checked.base_model, random_seed=last.random_seed, kind="multi-stage",
-                  stages=tuple(stages))
+                  stages=tuple(stages), source_names=_source_names(checked.located, workspace))
 
 
 def _set(data: Any, key: tuple, value: Any) -> None:
