@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.sweep_helpers import (
+    RECIPES,
     copy_world,
     kill_when,
     line_counts,
@@ -19,15 +20,17 @@ from tests.sweep_helpers import (
     run_dir_of,
     run_json,
     run_sweep,
+    shrink_world,
 )
 
-N_ITEMS = 200
+ITEMS_PER_SKILL = 20  # 40 of the 200 toy items: every batch size and kill point still has room
+N_ITEMS = 2 * ITEMS_PER_SKILL
 N_MODELS = 6  # base, spec_add, spec_rev + three merges
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    return make_toy_world(tmp_path_factory.mktemp("toy") / "ws")
+    return shrink_world(make_toy_world(tmp_path_factory.mktemp("toy") / "ws"), RECIPES, ITEMS_PER_SKILL)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +165,7 @@ def test_the_default_keep_prunes_and_an_edited_item_rebuilds_only_the_pruned_mer
     and report.md say how many merges were rebuilt and why."""
     import shutil
 
-    from tests.sweep_helpers import REPO, shrink_world
+    from tests.sweep_helpers import REPO
 
     ws = copy_world(world, tmp_path / "ws", with_state=False)
     shutil.copy(REPO / "merge_configs" / "toy" / "linear_half.yaml", ws / "merge_configs" / "toy")
