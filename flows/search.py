@@ -35,7 +35,7 @@ def search(
     sampler: str = "tpe",
     seed: int = 0,
     items: str = "items/toy",
-    judge: str = "judge/proctora.yaml",
+    judge: str | None = None,  # None: judge/toy/proctora.yaml for items/toy, else judge/proctora.yaml
     finalists: int = 3,
     holdout: float = 0.5,
     split_seed: int = 0,

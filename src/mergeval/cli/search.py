@@ -38,7 +38,8 @@ def _plan(request):
               help="cmaes needs a space of ranges only (no choose:).")
 @click.option("--seed", default=0, show_default=True, help="The sampler's seed.")
 @click.option("--items", default="items/toy", show_default=True, help="Item suite folder (split into search and held-out parts).")
-@click.option("--judge", default="judge/proctora.yaml", show_default=True, help="Proctora settings.")
+@click.option("--judge", default=None, help="Proctora settings.  [default: judge/toy/proctora.yaml for items/toy, "
+              "else judge/proctora.yaml]")
 @click.option("--finalists", default=3, show_default=True, help="Best trials ranked on the held-out items.")
 @click.option("--holdout", default=0.5, show_default=True, help="Fraction of each skill's items held out.")
 @click.option("--split-seed", default=0, show_default=True, help="Seed of the search / held-out split.")

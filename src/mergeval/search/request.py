@@ -21,7 +21,7 @@ from mergeval.core.errors import InputError
 from mergeval.core.hashing import content_hash
 from mergeval.core.workspace import Workspace
 from mergeval.engine.plan import SweepPlan, candidates_for
-from mergeval.engine.request import GENERATION_PARAMETERS, parse_keep
+from mergeval.engine.request import GENERATION_PARAMETERS, REAL_JUDGE, default_judge, parse_keep
 from mergeval.inputs.items import Item, load_items
 from mergeval.proctora.settings import load_settings
 from mergeval.search.space import Space, read_space
@@ -51,7 +51,7 @@ class SearchRequest:
     sampler: str = "tpe"
     seed: int = 0
     items: str = "items/toy"
-    judge: str = "judge/proctora.yaml"
+    judge: str = REAL_JUDGE  # from_parameters: default_judge() (the toy Proctora for items/toy) when none is named
     finalists: int = 3
     holdout: float = 0.5
     split_seed: int = 0
@@ -64,7 +64,9 @@ class SearchRequest:
     def from_parameters(cls, workspace: str | Path | None = None, **params) -> SearchRequest:
         gen = {k: params.pop(k) for k in ANSWER_PARAMETERS if k in params and params[k] is not None}
         root = Path(workspace).resolve() if workspace else Workspace.find().root
-        return cls(root, generation=GenerationSettings(**gen), **{k: v for k, v in params.items() if v is not None})
+        params = {k: v for k, v in params.items() if v is not None}
+        params.setdefault("judge", default_judge(root, params.get("items", cls.items)))
+        return cls(root, generation=GenerationSettings(**gen), **params)
 
     def parameters(self) -> dict:
         """Flat and JSON-able: the search flow's parameters."""
