@@ -3,12 +3,16 @@ held-out ranking.
 
     mergeval search merge_configs/search/toy_ties.yaml --trials 24
     mergeval search SPACE --trials 24 --sampler cmaes --seed 1
+    mergeval search SPACE --trials 24 --parallel 3        # three trials at once in this flow run
 
 Each trial's build → answer → grade are flows/recipe.py's tasks ("build <trial recipe>", ...),
 cached by content like a sweep's, so the Prefect UI reads like a sweep whose models appear one
 by one; a repeated recipe's tasks come back Cached. The study itself (which values were tried,
 their scores) lives in the workspace's Optuna journal (src/mergeval/search/study.py): the same
-command resumes it, whatever Prefect's database holds.
+command resumes it, whatever Prefect's database holds. With `parallel`, that many trials run at
+once, each in a thread of this flow run (Optuna asked and told in the flow's own thread; the
+sweep's GPU_LOCK keeps answering one model at a time, so merges build beside it). Trials on
+work-pool workers (`--pool`, as the sweep has) are not built yet.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ def search(
     keep: str = "top-3",
     startup_trials: int = 8,
     retry_failed: bool = False,
+    parallel: int = 1,  # trials at once, each in a thread of this flow run (search/study.py)
     workspace: str | None = None,
     batch_size: int = 32,
     max_new_tokens: int = 64,

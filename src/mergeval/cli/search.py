@@ -2,6 +2,7 @@
 
     mergeval search merge_configs/search/toy_ties.yaml --trials 24      # TPE, seed 0
     mergeval search SPACE --trials 24 --sampler cmaes --seed 1          # ranges only: CMA-ES
+    mergeval search SPACE --trials 24 --parallel 3                      # 3 trials at once
     mergeval search SPACE --dry-run                                     # check, list the dimensions
     mergeval expand SPACE --grid                                        # the grid as plain recipes
 
@@ -45,6 +46,8 @@ def _plan(request):
 @click.option("--split-seed", default=0, show_default=True, help="Seed of the search / held-out split.")
 @click.option("--keep", default="top-3", show_default=True, help="Trial merges kept on disk: all, none or top-K.")
 @click.option("--startup-trials", default=8, show_default=True, help="TPE: random trials before it models the scores.")
+@click.option("--parallel", default=1, show_default=True,
+              help="Trials at once: the next merges build while a trial is answered and graded.")
 @click.option("--retry-failed", is_flag=True, help="Ask the values of trials that failed in a stage again.")
 @click.option("--batch-size", default=32, show_default=True, help="Items answered per generate() call.")
 @click.option("--max-new-tokens", default=64, show_default=True, help="Longest answer, in tokens.")

@@ -58,6 +58,7 @@ class SearchRequest:
     keep: str = "top-3"
     startup_trials: int = 8  # TPE: random trials before it models the scores
     retry_failed: bool = False  # ask a trial whose stage failed again (with the same values)
+    parallel: int = 1  # trials whose stages run at once (one process; Optuna asked and told in one thread)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
 
     @classmethod
@@ -83,8 +84,8 @@ class SearchRequest:
         parse_keep(self.keep)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}, not {self.sampler!r}")
-        if self.trials < 1 or self.finalists < 1 or self.startup_trials < 0:
-            raise ValueError("--trials and --finalists must be 1 or more")
+        if self.trials < 1 or self.finalists < 1 or self.startup_trials < 0 or self.parallel < 1:
+            raise ValueError("--trials, --finalists and --parallel must be 1 or more")
         if not 0 < self.holdout < 1:
             raise ValueError(f"--holdout is the held-out fraction of each skill, between 0 and 1, not {self.holdout}")
 
