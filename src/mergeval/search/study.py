@@ -23,6 +23,12 @@ stage-failed trial's values again, when its error is fixed. The sampler is rebui
 every ask with a seed derived from --seed and the number of finished trials: TPE and random
 sampling see only finished trials, so a resumed search should ask what an uninterrupted one
 would have (by design; the tests check that no finished trial runs again, not this).
+
+--parallel N: N trials at once in this process. Optuna is asked and told in the caller's thread
+only (the journal's flock serialises any other process); each trial's stages run in a worker
+thread. Under the Prefect flow, GPU work still goes one model at a time (flows/recipe.GPU_LOCK),
+so what overlaps is one trial's merge with another's answering and grading; the engine loop has
+no such lock. The sampler's seed then counts running trials too, and TPE uses its constant liar.
 """
 
 from __future__ import annotations
