@@ -1,4 +1,4 @@
-"""A small toy world for the fault tests (disk full, damaged cache): the quick zoo, two
+"""A small toy world for the fault tests (disk full, damaged cache): the shipped zoo, two
 recipes and a dozen items, built once per test session and copied per test."""
 
 from __future__ import annotations

@@ -19,16 +19,23 @@ SWEEP_ARGS = ("--batch-size", "4")  # small batches: a kill lands mid-stage
 
 
 def make_toy_world(root: Path) -> Path:
-    """A workspace with a quick (weak but real) zoo, its 200 items, three toy recipes, judge/."""
-    from mergeval.zoo import build_zoo
+    """A workspace with the shipped demo zoo (a copy: tests may damage theirs), its 200 items,
+    three toy recipes and the toy judge/: nothing to train, and models that stop where the
+    demo's do (a weak zoo would answer every item to its token limit)."""
+    from mergeval.zoo import write_items
 
     (root / "merge_configs" / "toy").mkdir(parents=True)
     for name in RECIPES:
         shutil.copy(REPO / "merge_configs" / "toy" / name, root / "merge_configs" / "toy" / name)
     copy_toy_judge(root / "judge")
-    build_zoo(root / "zoo", quick=True, items_dir=root / "items" / "toy",
-              template=(root / "judge" / "prompt.txt").read_text(encoding="utf-8"), log=lambda m: None)
+    copy_shipped_zoo(root / "zoo")
+    write_items(root / "items" / "toy")
     return root
+
+
+def copy_shipped_zoo(dst: Path) -> Path:
+    shutil.copytree(REPO / "zoo", dst)
+    return dst
 
 
 def copy_toy_judge(folder: Path) -> Path:
@@ -60,9 +67,54 @@ def copy_world(src: Path, dst: Path, *, with_state: bool) -> Path:
 
 
 def sweep_env(ws: Path) -> dict:
-    env = dict(os.environ, PREFECT_HOME=str(ws / ".prefect"), OMP_NUM_THREADS="1", MERGEVAL_THREADS="1")
+    """A sweep's own Prefect home in its workspace, its database already migrated (a copy of
+    one migrated once per test process: a fresh database costs every sweep ~6 s of migrations,
+    which a user pays once, on the first sweep ever)."""
+    home = ws / ".prefect"
+    if not (home / "prefect.db").exists():
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copy(migrated_prefect_db(), home / "prefect.db")
+    env = dict(os.environ, PREFECT_HOME=str(home), OMP_NUM_THREADS="1", MERGEVAL_THREADS="1")
     env.pop("PREFECT_API_URL", None)
     return env
+
+
+_migrated_db: Path | None = None
+
+
+def migrated_prefect_db() -> Path:
+    """A Prefect database as a server leaves it after its first start: migrated, block types added."""
+    global _migrated_db
+    if _migrated_db is None:
+        import tempfile
+        import urllib.request
+
+        from tests.serve import free_port
+
+        home = Path(tempfile.mkdtemp(prefix="mergeval-prefect-template-"))
+        port = free_port()
+        env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_UI_ENABLED="0", PREFECT__SERVER_EPHEMERAL="1")
+        env.pop("PREFECT_API_URL", None)
+        server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                   "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                assert server.poll() is None and time.monotonic() < deadline, "prefect server start failed"
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1):
+                        break
+                except OSError:
+                    time.sleep(0.2)
+        finally:
+            server.terminate()
+            server.wait()
+        import sqlite3
+
+        with sqlite3.connect(home / "prefect.db") as db:  # the write-ahead log into the file: one file to copy
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        _migrated_db = home / "prefect.db"
+    return _migrated_db
 
 
 def sweep_cmd(ws: Path, *args: str, keep: str | None = "all") -> list[str]:

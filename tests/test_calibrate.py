@@ -1,5 +1,5 @@
 """Calibration: agreement statistics on hand-computed cases, strict label files, and
-`mergeval calibrate` end to end with the quick toy Proctora (labels from a run's checks)."""
+`mergeval calibrate` end to end with the shipped toy Proctora (labels from a run's checks)."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def test_append_label_refuses_a_bad_record(tmp_path):
     assert not (tmp_path / "l.jsonl").exists()
 
 
-# -- end to end with the quick toy Proctora -----------------------------------------------------
+# -- end to end with the shipped toy Proctora -----------------------------------------------------
 
 
 @pytest.fixture

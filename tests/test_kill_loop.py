@@ -2,8 +2,11 @@
 
 Each of at least N_KILLS runs is killed (with its Prefect server and merge workers) at a point
 a seeded `random.Random` picks, placed on what the sweep is seen doing, not on the clock alone:
-a delay into start-up, a delay after a merge's folder appears, the moment the saved answers or
-grades pass a seeded count, or the moment the report's temporary folder appears. The first
+a delay into start-up cut short by the first sign of work (a merge's folder, an answer, the
+report's folder), a delay
+after a merge's folder appears cut short by that merge being complete, the moment the saved
+answers or grades pass a seeded count, or the moment the report's temporary folder appears: so
+each kill lands in the phase it is meant for on a fast box as on a slow one. The first
 kills take the phases in pipeline order, so every phase is hit however fast or slow the
 machine is; the rest are drawn at random. The next run starts at once on the same workspace.
 After the last kill a run completes, and its results.jsonl and ranking.csv must equal an
@@ -50,9 +53,10 @@ N_MODELS = 5  # base, spec_add, spec_rev and two merges
 N_RECORDS = N_MODELS * 2 * ITEMS_PER_SKILL
 ARGS = ("--max-new-tokens", "8")
 # phase → (weight, longest delay in seconds after the phase is seen). Start-up is the
-# interpreter, Prefect's embedded server, validation and the lock (~6-8 s here); a merge's
-# subprocess spends its first seconds importing mergekit. Answers and grades are killed on a
-# count instead (no delay: on a fast box a whole model is answered in a fraction of a second).
+# interpreter, Prefect's embedded server, validation and the lock (~6-8 s here); the merge
+# server's imports come before the first merge. A delay never carries a kill past its phase
+# (Sweep.phase_over). Answers and grades are killed on a count instead (no delay: on a fast box
+# a whole model is answered in a fraction of a second).
 PHASES = {"start-up": (1, 6.0), "merge": (2, 3.0), "answer": (3, 0.0), "grade": (2, 0.0), "report": (1, 0.0)}
 
 
@@ -115,13 +119,23 @@ class Sweep:
             "report": lambda: bool(self.writing_report() - reporting),
         }[phase]
 
+    def phase_over(self, phase: str):
+        """A condition that turns true when a run seen in `phase` has moved past it: a delayed
+        kill still waiting then fires at once, so it lands at the phase's end, not beyond."""
+        merging, built, answers, reporting = self.merging(), self.merges_built(), self.answers(), self.writing_report()
+        return {
+            "start-up": lambda: bool(self.merging() - merging) or self.answers() > answers
+            or bool(self.writing_report() - reporting),  # a run with nothing left goes straight to its report
+            "merge": lambda: self.merges_built() > built,
+        }.get(phase, lambda: False)
+
 
 def run_and_kill(ws: Path, phase: str, delay: float, rng: random.Random, log: Path) -> str:
     """Start `mergeval sweep`; SIGKILL its process group `delay` s after `phase` is seen.
 
     Returns "killed" or "finished" (the run ended before the kill point)."""
     sweep = Sweep(ws)
-    seen = sweep.trigger(phase, rng)
+    seen, over = sweep.trigger(phase, rng), sweep.phase_over(phase)
     with open(log, "wb") as out:
         proc = subprocess.Popen(sweep_cmd(ws, *ARGS), env=sweep_env(ws), start_new_session=True,
                                 stdout=out, stderr=subprocess.STDOUT)
@@ -130,7 +144,7 @@ def run_and_kill(ws: Path, phase: str, delay: float, rng: random.Random, log: Pa
             while proc.poll() is None:
                 if deadline is None and seen():
                     deadline = time.monotonic() + delay
-                if deadline is not None and time.monotonic() >= deadline:
+                if deadline is not None and (time.monotonic() >= deadline or over()):
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
                     return "killed"

@@ -1,9 +1,9 @@
-"""`mergeval regrade`: a finished run graded again with other judge settings, on a real quick
+"""`mergeval regrade`: a finished run graded again with other judge settings, on the shipped
 toy zoo, without building or answering anything.
 
 The run is made by the engine's own stages in a plain loop (no Prefect: seconds, not a
 minute); `judge_world` is shared with test_calibrate and test_rubric_app through a folder in
-pytest's session temp dir, so the quick zoo is trained once per session.
+pytest's session temp dir, so its one run is made once per session.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.sweep_helpers import copy_toy_judge
+from tests.sweep_helpers import copy_shipped_zoo, copy_toy_judge
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = "linear_half.yaml"  # one merge + its two parents: three models to regrade
@@ -37,9 +37,9 @@ def direct_run(ws) -> Path:
 
 
 def judge_world(tmp_path_factory) -> tuple[Path, Path]:
-    """(workspace, finished run folder): a quick zoo with its Proctora, 20 toy items, one recipe."""
+    """(workspace, finished run folder): the shipped zoo with its Proctora, 20 toy items, one recipe."""
     from mergeval.core.workspace import Workspace
-    from mergeval.zoo import build_zoo
+    from mergeval.zoo import write_items
 
     root = tmp_path_factory.getbasetemp() / "judge-world"
     done = root / "run-dir.txt"
@@ -47,8 +47,8 @@ def judge_world(tmp_path_factory) -> tuple[Path, Path]:
         (root / "merge_configs" / "toy").mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "merge_configs" / "toy" / RECIPE, root / "merge_configs" / "toy" / RECIPE)
         copy_toy_judge(root / "judge")
-        build_zoo(root / "zoo", quick=True, items_dir=root / "items" / "toy",
-                  template=(root / "judge" / "prompt.txt").read_text(encoding="utf-8"), log=lambda m: None)
+        copy_shipped_zoo(root / "zoo")
+        write_items(root / "items" / "toy")
         for path in (root / "items" / "toy").rglob("*.txt"):
             if int(path.stem[-3:]) >= N_ITEMS // 2:
                 path.unlink()

@@ -1,5 +1,5 @@
 """The rubric-check app: `mergeval rubric` as a real process, driven in a real headless
-Chromium (tests/browser.py), with the quick toy Proctora grading for real.
+Chromium (tests/browser.py), with the shipped toy Proctora grading for real.
 
 The browser logs in (the app is started with a password), picks an item by skill, types an
 answer, grades it, saves a score, and the labels file must hold exactly that new line.

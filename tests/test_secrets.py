@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests import serve
-from tests.sweep_helpers import make_toy_world, results, run_dir_of, run_sweep
+from tests.sweep_helpers import make_toy_world, results, run_dir_of, run_sweep, shrink_world
 
 SECRET = "sk-mergeval-test-7f3a9c1e5b"
 
@@ -16,10 +16,8 @@ def files_containing(root: Path, needle: bytes) -> list[Path]:
 
 
 def test_judge_api_key_is_written_nowhere(tmp_path, monkeypatch):
-    ws = make_toy_world(tmp_path / "ws")
-    for recipe in (ws / "merge_configs" / "toy").glob("*.yaml"):
-        if recipe.name != "ties_d08.yaml":
-            recipe.unlink()  # one merge is enough: the judge path is what is under test
+    # one merge and a few items are enough: the judge path is what is under test
+    ws = shrink_world(make_toy_world(tmp_path / "ws"), ("ties_d08.yaml",), items_per_skill=5)
     judge = ws / "zoo" / "proctora"
     with serve.transformers_serve([str(judge)], tmp_path / "serve.log") as url:
         (ws / "judge" / "remote.yaml").write_text(

@@ -1,4 +1,4 @@
-"""The whole sweep, end to end, on a real (quick) toy zoo: no fakes anywhere in the path.
+"""The whole sweep, end to end, on the shipped toy zoo: no fakes anywhere in the path.
 
 Every sweep here is a real `mergeval sweep` process with its own embedded Prefect server.
 """

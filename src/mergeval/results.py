@@ -9,6 +9,9 @@ so the frame survives Parquet and CSV unchanged; `json.loads` them when needed. 
 and `checks_total` are there for the common question without parsing. `score` is NaN where the
 item is unscored (see `unscored_reason`): a judge failure is never a zero. `chat_fold` says,
 where the model's chat template refused the item's messages, how they were folded to fit.
+A conversation's row adds `transcript` (JSON text: every turn's turn, role, content and who
+wrote it) and, graded per turn, `turn_scores` (JSON text) and `weakest_turn`; other rows have
+them empty, and a run without conversations has no such columns.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from mergeval.core import store
 from mergeval.core.hashing import content_hash
 
 NESTED = ("checks", "judge_scores", "judge_replies")
+CONVERSATION_NESTED = ("transcript", "turn_scores")  # JSON text where the row has it, else empty
 FIRST = ["run", "model", "model_id", "kind", "item_id", "item_hash", "skill", "weight", "score",
          "unscored_reason", "answer", "checks_passed", "checks_total", "judge_score", "judge_spread",
          "judge_weighted", "unstable", "checks", "judge_scores", "judge_replies", "judge_prompt", "chat_fold"]
@@ -55,6 +59,9 @@ def frame(records: list[dict], run: dict | None = None) -> pd.DataFrame:
         row["checks_total"] = len(checks) if checks else None
         for key in NESTED:
             row[key] = json.dumps(r.get(key, []), ensure_ascii=False, sort_keys=True)
+        for key in CONVERSATION_NESTED:
+            if key in r:
+                row[key] = json.dumps(r[key], ensure_ascii=False, sort_keys=True)
         fold = r.get("chat_fold")  # how the chat template's refusal was folded around, or None
         row["chat_fold"] = f"{fold['how']} ({fold['why']})" if fold else None
         row["run"] = (run or {}).get("run")
@@ -67,8 +74,10 @@ def frame(records: list[dict], run: dict | None = None) -> pd.DataFrame:
     for col in ("checks_passed", "checks_total"):
         out[col] = out[col].astype("Int64")
     out["unstable"] = out["unstable"].fillna(False).astype(bool)
-    for col in STRINGS:
+    for col in STRINGS + tuple(c for c in CONVERSATION_NESTED if c in out.columns):
         out[col] = out[col].astype("string")  # one explicit dtype, so Parquet gives it back as is
+    if "weakest_turn" in out.columns:
+        out["weakest_turn"] = pd.to_numeric(out["weakest_turn"], errors="coerce").astype("Int64")
     return out
 
 

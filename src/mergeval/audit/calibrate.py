@@ -244,7 +244,8 @@ def grade_labels(labels: list[dict], settings, ws: Workspace, log=lambda m: None
 
     `judge`: an open Judge to reuse (the rubric app keeps one); by default one is opened here.
     """
-    from mergeval.proctora.judge import Judge, render_request
+    from mergeval.proctora.conversation import answer_requests, combine_turns
+    from mergeval.proctora.judge import Judge
 
     items = load_suites(ws, {lb["suite"] for lb in labels})
     missing = [Problem(Path(lb["_file"]), lb["_line"], f"no item {lb['item_id']!r} in {ws.items / lb['suite']}")
@@ -261,9 +262,11 @@ def grade_labels(labels: list[dict], settings, ws: Workspace, log=lambda m: None
     try:
         for start in range(0, len(live), GRADE_CHUNK):
             chunk = live[start : start + GRADE_CHUNK]
-            graded = judge.grade([render_request(settings, items[lb["suite"], lb["item_id"]], lb["answer"])
-                                  for lb in chunk])
-            results.update({id(lb): r for lb, r in zip(chunk, graded)})
+            # a conversation's label holds its transcript: one request, or one per turn (per_turn)
+            asked = [answer_requests(settings, items[lb["suite"], lb["item_id"]], lb["answer"]) for lb in chunk]
+            graded = iter(judge.grade([r for reqs in asked for r in reqs]))
+            results.update({id(lb): combine_turns(items[lb["suite"], lb["item_id"]], [next(graded) for _ in reqs])[0]
+                            for lb, reqs in zip(chunk, asked)})
             log(f"graded {min(start + GRADE_CHUNK, len(live))}/{len(live)} labelled answers")
     finally:
         if own:

@@ -3,7 +3,8 @@
     from mergeval.engine.build import build
     built = build(recipe, workspace)      # BuiltModel(path=..., key=..., cached=False)
 
-Each merge runs in its own subprocess (mergeval.engine.merge_worker). The output appears under a
+Each merge runs in a process of its own (mergeval.engine.merge_worker), forked from a server
+that has imported torch and mergekit once (merge_server.py). The output appears under a
 temporary name, is renamed into place, and gets its completion marker last, so a merge
 killed at any point leaves nothing that counts as built. A MoE recipe is built the same way
 by mergekit-moe's code; a multi-stage recipe is one such build per stage, each cached under
@@ -17,8 +18,6 @@ import fcntl
 import logging
 import os
 import re
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, replace
 from importlib.metadata import version
@@ -29,7 +28,7 @@ import yaml
 from mergeval.core import store
 from mergeval.core.hashing import content_hash
 from mergeval.core.workspace import Workspace
-from mergeval.engine import stage_builds
+from mergeval.engine import merge_server, stage_builds
 from mergeval.inputs import model_dirs
 from mergeval.inputs.recipes import Recipe
 
@@ -259,22 +258,21 @@ def _merge_into(recipe: Recipe, config: dict, seed: int, tmp: Path, config_file:
     tmp.mkdir()
     config = dict(config, out_dtype=merge.dtype) if merge.dtype and recipe.kind != "moe" else config
     store.write_atomic(config_file, yaml.safe_dump(config, sort_keys=False))
-    cmd = [sys.executable, "-m", "mergeval.engine.merge_worker", str(config_file), str(tmp),
-           "--seed", str(seed), "--device", merge.device]
-    cmd += ["--trust-remote-code"] if trust_remote_code else []
-    cmd += ["--moe"] if recipe.kind == "moe" else []
-    cmd += ["--lazy-unpickle"] if merge.lazy_unpickle else []
-    cmd += ["--low-cpu-memory"] if merge.low_cpu_memory else []
-    cmd += ["--shard-size", merge.shard_size] if merge.shard_size else []
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    relay_worker_log(proc.stderr)
+    argv = [str(config_file), str(tmp), "--seed", str(seed), "--device", merge.device]
+    argv += ["--trust-remote-code"] if trust_remote_code else []
+    argv += ["--moe"] if recipe.kind == "moe" else []
+    argv += ["--lazy-unpickle"] if merge.lazy_unpickle else []
+    argv += ["--low-cpu-memory"] if merge.low_cpu_memory else []
+    argv += ["--shard-size", merge.shard_size] if merge.shard_size else []
+    returncode, output = merge_server.run_merge(argv)
+    relay_worker_log(output)
     config_file.unlink(missing_ok=True)
-    if proc.returncode != 0 and _says_disk_full(proc.stderr):
-        raise OSError(errno.ENOSPC, _last_error(proc.stderr))
-    if proc.returncode != 0 or not (tmp / "config.json").exists():
+    if returncode != 0 and _says_disk_full(output):
+        raise OSError(errno.ENOSPC, _last_error(output))
+    if returncode != 0 or not (tmp / "config.json").exists():
         where = f" (stage {stage})" if stage else ""
         raise BuildError(f"{recipe.path}: mergekit{'-moe' if recipe.kind == 'moe' else ''} failed{where}: "
-                         f"{_last_error(proc.stderr)}")
+                         f"{_last_error(output)}")
 
 
 # How a full disk reads in the worker's stderr: Python's OSError, or the Rust I/O error of

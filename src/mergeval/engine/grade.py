@@ -11,6 +11,10 @@ silently would grade that item on a different scale than the others.
 Grades are appended per model to a JSON-lines file keyed by the hash of the answer, the
 item's criterion and checks, and the judge's fingerprint (settings + template), so changing
 the judge re-grades without re-answering, and a killed stage resumes.
+
+A conversation (inputs/turns.py) is graded as a whole: its checks run on every answer (or the
+turn they name), the judge reads the transcript fenced turn by turn (proctora/conversation.py),
+or each turn with `grade: per_turn`; a conversation whose player failed is unscored with why.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from typing import Callable, Protocol
 
 from mergeval.core import store
 from mergeval.core.hashing import content_hash
-from mergeval.inputs.answer_checks import run_checks
+from mergeval.inputs.answer_checks import CheckResult, run_check, run_checks
 from mergeval.inputs.items import Item
+from mergeval.inputs.turns import checks_for_turn, is_conversation
+from mergeval.proctora.conversation import combine_turns
 
 GRADE_CHUNK = 16  # judge requests per batch; each batch's grades are saved before the next
 
@@ -71,8 +77,20 @@ def combine(item: Item, checks: list, judge_result, scale: tuple[int, int]) -> t
     return sum(parts) / len(parts), None
 
 
-def grade_record(item: Item, answer: dict, key: str, checks: list, result, scale) -> dict:
+def item_checks(item: Item, answer: dict) -> list[tuple[int | None, CheckResult]]:
+    """(turn or None, result) for every check of the item on its answer(s)."""
+    if not is_conversation(item):
+        return [(None, r) for r in run_checks(item, answer["answer"])]
+    return [(turn, run_check(c, text)) for turn, text in enumerate(answer["turn_answers"], 1)
+            for c in checks_for_turn(item, turn)]
+
+
+def grade_record(item: Item, answer: dict, key: str, checks: list, result, scale, extra: dict | None = None) -> dict:
+    turns = [t for t, _ in checks]
+    checks = [c for _, c in checks]
     score, reason = combine(item, checks, result, scale)
+    if answer.get("player_failed"):  # the conversation never happened as written: not a zero
+        score, reason = None, f"player: {answer['player_failed']}"
     record = {
         "grade_key": key,
         "item_id": item.id,
@@ -80,7 +98,8 @@ def grade_record(item: Item, answer: dict, key: str, checks: list, result, scale
         "skill": item.skill,
         "weight": item.weight,
         "answer": answer["answer"],
-        "checks": [{"name": c.name, "arg": c.arg, "passed": c.passed} for c in checks],
+        "checks": [{"name": c.name, "arg": c.arg, "passed": c.passed, **({"turn": t} if t else {})}
+                   for t, c in zip(turns, checks)],
         "score": score,
         "unscored_reason": reason,
         "judge_score": None,
@@ -101,6 +120,8 @@ def grade_record(item: Item, answer: dict, key: str, checks: list, result, scale
             judge_prompt=result.prompt,
             judge_replies=list(result.replies),
         )
+    if is_conversation(item):  # per_turn: each turn's score and the weakest; always: the transcript
+        record.update(extra or {}, transcript=answer["transcript"])
     return record
 
 
@@ -113,6 +134,7 @@ def grade_answers(
     scale: tuple[int, int],
     open_judge: Callable[[], "JudgeLike"] | None,
     render: Callable[[Item, str], object],
+    render_conversation: Callable[[Item, list], list] | None = None,
     log=lambda msg: None,
 ) -> GradeStage:
     """Grade what is not graded yet. `open_judge` is called at most once, only if needed."""
@@ -124,17 +146,19 @@ def grade_answers(
     try:
         for start in range(0, len(todo), GRADE_CHUNK):
             chunk = todo[start : start + GRADE_CHUNK]
-            judged = [it for it in chunk if it.criterion is not None]
-            results = {}
+            judged = [it for it in chunk if it.criterion is not None and not answers[it.id].get("player_failed")]
+            results, extras = {}, {}
             if judge is not None and judged:
-                requests = [render(it, answers[it.id]["answer"]) for it in judged]
-                results = dict(zip((it.id for it in judged), judge.grade(requests)))
+                asked = [_requests(it, answers[it.id], render, render_conversation) for it in judged]
+                graded = iter(judge.grade([r for reqs in asked for r in reqs]))
+                for it, reqs in zip(judged, asked):
+                    results[it.id], extras[it.id] = combine_turns(it, [next(graded) for _ in reqs])
             records = []
             for it in chunk:
                 text = answers[it.id]["answer"]
-                checks = run_checks(it, text)
                 key = grade_key(text, it, judge_fingerprint)
-                records.append(grade_record(it, answers[it.id], key, checks, results.get(it.id), scale))
+                records.append(grade_record(it, answers[it.id], key, item_checks(it, answers[it.id]),
+                                            results.get(it.id), scale, extras.get(it.id)))
             store.append_jsonl(path, records, sealed=True)
             log(f"graded {min(start + GRADE_CHUNK, len(todo))}/{len(todo)}")
     finally:
@@ -143,3 +167,10 @@ def grade_answers(
     by_key = {r["grade_key"]: r for r in store.read_jsonl(path)}
     grades = {it.id: by_key[grade_key(answers[it.id]["answer"], it, judge_fingerprint)] for it in items}
     return GradeStage(grades, len(todo), len(items) - len(todo), time.perf_counter() - started, repaired)
+
+
+def _requests(item: Item, answer: dict, render, render_conversation) -> list:
+    """The judge's requests for an item: one, or for a per_turn conversation one per answer."""
+    if is_conversation(item) and render_conversation is not None:
+        return render_conversation(item, answer["transcript"])
+    return [render(item, answer["answer"])]

@@ -3,9 +3,10 @@
 --moe: CONFIG is a mergekit-moe recipe, built by mergekit-moe's own `build` (the gates from the
 base model's hidden states on the prompts, or from embeddings, or random, per gate_mode).
 
-Run by the build stage, never imported by it: mergekit's loader cache, random seed, thread
-count and logging are process-global, so a fresh process per merge is the only way to get a
-clean, repeatable merge (see shared/design/facts.md).
+Run by the build stage in a process of its own (forked by merge_server.py from a process that
+has only imported, or started with `python -m`), never in the build's own process: mergekit's
+loader cache, random seed, thread count and logging are process-global, so a process no other
+merge has touched is the only way to get a clean, repeatable merge (see shared/design/facts.md).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from mergeval.engine import build, grade
 from mergeval.engine.plan import Candidate, SweepPlan
 from mergeval.engine.request import parse_keep
 from mergeval.inputs import model_dirs
+from mergeval.proctora.conversation import conversation_requests
 from mergeval.proctora.judge import Judge, render_request
 
 STAGES = ("build", "answer", "grade")
@@ -148,7 +149,8 @@ def grade_stage(plan: SweepPlan, cand: Candidate, log=print) -> dict:
         list(plan.items), load_answers(plan, cand), grades_path(plan, cand),
         judge_fingerprint=plan.judge_fingerprint, scale=tuple(plan.judge.scale),
         open_judge=lambda: Judge(plan.judge, plan.workspace, cache_dir=plan.workspace.judge_cache),
-        render=lambda item, text: render_request(plan.judge, item, text), log=log,
+        render=lambda item, text: render_request(plan.judge, item, text),
+        render_conversation=lambda item, transcript: conversation_requests(plan.judge, item, transcript), log=log,
     )
     log(f"grade {cand.name}: {stage.computed} graded, {stage.reused} already graded"
         + (f", {stage.repaired} damaged saved grade(s) dropped and graded again" if stage.repaired else ""))
@@ -167,6 +169,7 @@ def result_records(plan: SweepPlan, cand: Candidate) -> list[dict]:
     """The run's results.jsonl lines for one model, in item order."""
     grades, answers = load_grades(plan, cand), load_answers(plan, cand)
     # chat_fold: how the item's messages were folded to fit the model's chat template, or None
+    # transcript (a conversation's): every turn, {"turn", "role", "content", "by"}, from the grade
     return [{"model": cand.name, "kind": cand.kind, **{k: v for k, v in grades[it.id].items() if k != "grade_key"},
              "chat_fold": answers[it.id].get("chat_fold")}
             for it in plan.items]

@@ -28,6 +28,9 @@ One UTF-8 file per item under items/<suite>/[<skill>/]. Optional YAML front matt
     Score 1: ...
     Score 5: ...
 
+Several Question sections make a conversation (the player's successive turns), and a
+simulated player can write the later turns: inputs/turns.py says how.
+
 A file that is not a valid item is an error naming the file and line, never skipped: an
 item that silently drops out changes every score without anyone noticing. README files and
 hidden files are not items, and neither is the suite's own suite.yaml (inputs/suite_settings.py).
@@ -44,15 +47,16 @@ from typing import Any
 
 from mergeval.core.errors import InputError, Problem
 from mergeval.core.hashing import content_hash
-from mergeval.inputs.answer_checks import Check, read_check
+from mergeval.inputs import turns as conv
+from mergeval.inputs.answer_checks import Check
 from mergeval.inputs.strict_yaml import YamlDoc, did_you_mean, load_yaml
 from mergeval.inputs.suite_settings import answer_length, read_suite_settings
 from mergeval.inputs.text_files import read_text_file
 
 ITEM_SUFFIXES = (".txt", ".md")
 FRONT_MATTER_KEYS = ("skill", "weight", "system", "turns", "checks", "scores", "reference", "canary",
-                     "max_new_tokens")
-SECTIONS = ("question", "criterion", "reference", "system")
+                     "max_new_tokens", *conv.CONVERSATION_KEYS)
+SECTIONS = ("question", "criterion", "reference", "system", "brief")
 NOT_ITEMS = ("readme.md", "readme.txt")
 # A skill is a column of ranking.csv and a label in the reports: it must not take the name of a
 # fixed column (skill "score" would overwrite every model's overall score) nor look like a path.
@@ -82,16 +86,34 @@ class Item:
     canary: str | None
     path: Path
     max_new_tokens: int | None = None  # the answer length: front matter, else suite.yaml; None: the sweep's
+    # A conversation (inputs/turns.py); each is left out of the hashes while unset, so a
+    # one-question item keeps the hash it always had.
+    followups: tuple[str, ...] = ()  # the scripted player turns after `question`
+    turn_checks: tuple[tuple[int, Check], ...] = ()  # (turn, check): checks that name their turn
+    grade: str | None = None  # "per_turn": the judge grades each answer; None: the conversation
+    player: conv.Player | None = None  # a simulated player writes the turns after `question`
     # Every field above except path: moving a suite folder keeps every cache valid.
     hash: str = field(init=False)
 
     def __post_init__(self) -> None:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         del data["path"]
-        if data["max_new_tokens"] is None:  # absent unless set: the hashes of older items stay
-            del data["max_new_tokens"]
+        for key in ("max_new_tokens", *_CONVERSATION_FIELDS):  # absent unless set: older hashes stay
+            if not data[key]:
+                del data[key]
         data["checks"] = [dataclasses.asdict(c) for c in self.checks]
+        data.update(self._conversation_data())
         object.__setattr__(self, "hash", content_hash(data))
+
+    def _conversation_data(self) -> dict:
+        out: dict[str, Any] = {"followups": self.followups} if self.followups else {}
+        if self.turn_checks:
+            out["turn_checks"] = [[t, dataclasses.asdict(c)] for t, c in self.turn_checks]
+        if self.grade:
+            out["grade"] = self.grade
+        if self.player:
+            out["player"] = self.player.key_data()
+        return out
 
     @property
     def criterion_hash(self) -> str:
@@ -103,8 +125,12 @@ class Item:
                 "reference": self.reference,
                 "score_descriptions": self.score_descriptions,
                 "checks": [dataclasses.asdict(c) for c in self.checks],
+                **self._conversation_data(),
             }
         )
+
+
+_CONVERSATION_FIELDS = ("followups", "turn_checks", "grade", "player")
 
 
 def parse_item(path: Path, suite_root: Path) -> Item:
@@ -172,7 +198,7 @@ def read_item(path: Path, suite_root: Path) -> tuple[Item | None, list[Problem]]
     if text is None:
         return None, problems
     lines = text.split("\n")
-    p = _Parser(path)
+    p = _Parser(path, suite_root)
     front, body_start = p.front_matter(lines)
     # A missing section is reported at the first body line: every problem has a line.
     p.body_line = min((body_start or 0) + 1, len(lines))
@@ -195,8 +221,8 @@ def skill_problem(skill: str) -> str | None:
 
 
 class _Parser:
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, suite_root: Path):
+        self.path, self.suite_root = path, suite_root
         self.problems: list[Problem] = []
         self.body_line = 1
 
@@ -229,9 +255,10 @@ class _Parser:
                 hint = " (the id is the file's path)" if key == "id" else did_you_mean(key, FRONT_MATTER_KEYS)
                 self.add(line, f"unknown front matter key {key!r}{hint}; allowed: {', '.join(FRONT_MATTER_KEYS)}")
                 continue
-            reader = getattr(self, f"_fm_{key}")
+            reader = getattr(self, f"_fm_{key}", None)
             try:
-                out[key] = reader(value, doc)
+                out[key] = reader(value, doc) if key != "player" else \
+                    conv.read_player_file(value, self.suite_root, self.problems)
             except ValueError as e:
                 self.add(line, f"{key}: {e}")
         return out
@@ -272,16 +299,14 @@ class _Parser:
     def _fm_max_new_tokens(self, value: Any, doc: YamlDoc) -> int:
         return answer_length(value)
 
-    def _fm_checks(self, value: Any, doc: YamlDoc) -> tuple[Check, ...]:
-        if not isinstance(value, list):
-            raise ValueError('expected a list, e.g.\n  checks:\n    - equals: "17"')
-        checks = []
-        for i, entry in enumerate(value):
-            try:
-                checks.append(read_check(entry))
-            except ValueError as e:
-                self.add(doc.line("checks", i), f"checks: {e}")
-        return tuple(checks)
+    def _fm_checks(self, value: Any, doc: YamlDoc) -> tuple:
+        return conv.read_checks(value, doc, self.add)  # (every answer's, (turn, check, line))
+
+    def _fm_grade(self, value: Any, doc: YamlDoc) -> str:
+        return conv.read_grade(value)
+
+    def _fm_player_turns(self, value: Any, doc: YamlDoc) -> int:
+        return conv.read_player_turns(value)
 
     def _fm_scores(self, value: Any, doc: YamlDoc) -> tuple[tuple[int, str], ...]:
         if not isinstance(value, dict) or not value:
@@ -297,30 +322,7 @@ class _Parser:
         return tuple(sorted(out))
 
     def _fm_turns(self, value: Any, doc: YamlDoc) -> tuple[tuple[str, str], ...]:
-        if not isinstance(value, list) or not value:
-            raise ValueError("expected a list of earlier turns, e.g.\n  - user: ...\n  - assistant: ...")
-        turns = []
-        for i, turn in enumerate(value):
-            line = doc.line("turns", i)
-            if isinstance(turn, dict) and set(turn) == {"role", "content"}:
-                role, content = turn["role"], turn["content"]
-            elif isinstance(turn, dict) and len(turn) == 1:
-                ((role, content),) = turn.items()
-            else:
-                self.add(line, "turns: each turn is '- user: text' or '- assistant: text' (or role:/content:)")
-                continue
-            want = "user" if i % 2 == 0 else "assistant"
-            if role not in ("user", "assistant"):
-                self.add(line, f"turns: role must be user or assistant, got {role!r}")
-            elif role != want:
-                self.add(line, f"turns: expected a {want} turn here (turns alternate, user first)")
-            elif not isinstance(content, str) or not content.strip():
-                self.add(line, f"turns: the {role} turn needs non-empty text")
-            else:
-                turns.append((role, content.strip()))
-        if len(value) % 2 == 1:
-            self.add(doc.line("turns", len(value) - 1), "turns: the last earlier turn must be the assistant's (the question is the next user turn)")
-        return tuple(turns)
+        return conv.read_earlier_turns(value, doc, self.add)
 
     # --- body ---------------------------------------------------------------------------
     def sections(self, lines: list[str], start: int) -> dict[str, tuple[int, str, list[str]]]:
@@ -331,9 +333,14 @@ class _Parser:
         for i in range(start, len(lines)):
             m = _HEADER.match(lines[i])
             word = (m.group(1) or m.group(2)).lower() if m else None
-            if word in SECTIONS:
+            if word == "question" and word in found and "criterion" not in found:  # a later turn
+                key = f"question {sum(k.startswith('question') for k in found) + 1}"
+                found[key] = (i + 1, lines[i].strip(), [])
+                current = found[key][2]
+            elif word in SECTIONS:
                 if word in found:
-                    self.add(i + 1, f"second {word.capitalize()} section (the first is on line {found[word][0]})")
+                    self.add(i + 1, f"second {word.capitalize()} section (the first is on line {found[word][0]})"
+                             + ("; a conversation's turns all come before the Criterion" if word == "question" else ""))
                     current = []  # collect and drop, so the first one stays intact
                 else:
                     found[word] = (i + 1, lines[i].strip(), [])
@@ -360,7 +367,10 @@ class _Parser:
             elif key in body and not body[key][1]:
                 self.add(body[key][0], f"the {key.capitalize()} section is empty")
 
-        checks = front.get("checks", ())
+        checks, named_checks = front.get("checks", ((), ()))
+        questions = [body[k] for k in body if k.startswith("question")]
+        followups, player = conv.conversation_parts(front, named_checks, questions, body.get("brief"), self.add,
+                                                    self.body_line, suite_root, self.problems)
         criterion, scores = None, front.get("scores", ())
         if "criterion" in body:
             line, text = body["criterion"]
@@ -372,7 +382,7 @@ class _Parser:
                 self.add(line, "the Criterion section is empty")
             elif not criterion:
                 self.add(line, "the criterion has only 'Score n:' lines: say above them what is judged")
-        elif not checks:
+        elif not checks and not named_checks:
             self.add(self.body_line, "no Criterion section: an item needs a line 'Criterion:' followed by how to "
                                      "grade the answer (or checks: in its front matter)")
         elif scores:
@@ -401,6 +411,10 @@ class _Parser:
             canary=front.get("canary"),
             path=path,
             max_new_tokens=front.get("max_new_tokens"),
+            followups=followups,
+            turn_checks=tuple((t, c) for t, c, _ in named_checks),
+            grade=front.get("grade") if front.get("grade") == "per_turn" else None,
+            player=player,
         )
 
     def _split_scores(self, lines: list[str], header_line: int) -> tuple[str, tuple[tuple[int, str], ...]]:

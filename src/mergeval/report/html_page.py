@@ -150,8 +150,9 @@ def items_view(plan, frame: pd.DataFrame, order: list[str]) -> list[dict]:
                  "judge": _num(r["judge_score"], 1), "checks": (f"{r['checks_passed']}/{r['checks_total']}"
                                                                if not pd.isna(r["checks_total"]) else "–"),
                  "unstable": bool(r["unstable"]), "answer": r["answer"] if not pd.isna(r["answer"]) else "",
-                 "style": heat_color(r["score"])} for r in records]
+                 "style": heat_color(r["score"]), **conversation_view(r)} for r in records]
         out.append({"id": it.id, "skill": it.skill, "question": it.question, "system": it.system, "turns": it.turns,
+                    "followups": it.followups, "player": it.player.brief if it.player else None,
                     "criterion": it.criterion, "reference": it.reference, "weight": it.weight,
                     "checks": [f"{c.name}: {c.arg}" if getattr(c, "arg", None) is not None else c.name for c in it.checks],
                     "spread": spread, "mean": _num(sum(scores) / len(scores) if scores else float("nan")), "unstable": any(r["unstable"] for r in rows),
@@ -160,6 +161,21 @@ def items_view(plan, frame: pd.DataFrame, order: list[str]) -> list[dict]:
     for i, v in enumerate(out):
         v["anchor"] = f"item-{i}"
     return out
+
+
+def conversation_view(r: dict) -> dict:
+    """A conversation's row: its transcript turn by turn, each answer's judge score (per_turn)
+    and the weakest turn; None for a one-question item."""
+    if not isinstance(r.get("transcript"), str):  # the frame holds it as JSON text (results.py)
+        return {"transcript": None}
+    transcript = json.loads(r["transcript"])
+    scores = json.loads(r["turn_scores"]) if isinstance(r.get("turn_scores"), str) else []
+    weakest = None if pd.isna(r.get("weakest_turn")) else int(r["weakest_turn"])
+    who = {"assistant": "model", "script": "player (scripted)", "player": "player (simulated)"}
+    return {"transcript": [{**m, "who": who.get(m["role"] if m["role"] == "assistant" else m.get("by"), "player"),
+                            "score": _num(scores[m["turn"] - 1], 1) if m["role"] == "assistant" and
+                            len(scores) >= m["turn"] and scores[m["turn"] - 1] is not None else None,
+                            "weakest": m["role"] == "assistant" and m["turn"] == weakest} for m in transcript]}
 
 
 def _size(n) -> str:

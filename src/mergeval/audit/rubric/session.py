@@ -3,6 +3,7 @@
     desk = Desk(workspace, load_settings(workspace.judge_file, workspace), Path("judge/calibration/labels.jsonl"))
     item = desk.item("toy", "add/add_000")
     result = desk.grade(item, "22")            # a JudgeResult: score, replies, spread
+    desk.generate_local(conversation, folder)  # a conversation item: replayed turn by turn (turns.py)
     desk.save_label(item, "22", 5, "ana")      # one more line in the labels file
     desk.agreement()                           # as `mergeval calibrate --labels <that file>`
 
@@ -16,9 +17,11 @@ import threading
 from pathlib import Path
 
 from mergeval.audit import calibrate as cal
+from mergeval.audit.rubric import turns
 from mergeval.core.errors import InputError
 from mergeval.core.workspace import Workspace
 from mergeval.inputs.items import Item, load_items
+from mergeval.inputs.turns import is_conversation
 
 GENERATE_TOKENS = 64
 
@@ -53,7 +56,8 @@ class Desk:
 
     @staticmethod
     def describe(item: Item) -> str:
-        parts = [f"**{item.suite} / {item.id}** (skill `{item.skill}`)", "", "**Question**", "", item.question]
+        parts = [f"**{item.suite} / {item.id}** (skill `{item.skill}`)"]
+        parts += turns.describe_turns(item) if is_conversation(item) else ["", "**Question**", "", item.question]
         if item.criterion:
             parts += ["", "**Criterion**", "", item.criterion]
         parts += [f"- Score {n}: {text}" for n, text in item.score_descriptions]
@@ -72,6 +76,11 @@ class Desk:
         return [p for p in found if p != self.settings.model]  # the judge is not a model under test
 
     def generate_local(self, item: Item, model_dir: str) -> str:
+        if is_conversation(item):
+            return turns.replay(item, lambda view: self._generate_local(view, model_dir))
+        return self._generate_local(item, model_dir)
+
+    def _generate_local(self, item: Item, model_dir: str) -> str:
         from mergeval.answering.settings import GenerationSettings
         from mergeval.answering.transformers_backend import TransformersBackend
 
@@ -86,9 +95,12 @@ class Desk:
 
     @staticmethod
     def generate_remote(item: Item, endpoint: str, model: str, key_env: str | None = None) -> str:
-        """One chat completion from an OpenAI-compatible server (greedy, like the sweep)."""
+        """One chat completion from an OpenAI-compatible server (greedy, like the sweep); a
+        conversation is replayed, one completion per turn."""
         import httpx
 
+        if is_conversation(item):
+            return turns.replay(item, lambda view: Desk.generate_remote(view, endpoint, model, key_env))
         from mergeval.answering.messages import messages_for
 
         headers = {"Authorization": f"Bearer {os.environ.get(key_env, '')}"} if key_env else {}
@@ -119,11 +131,12 @@ class Desk:
         return self._judges[samples]
 
     def grade(self, item: Item, answer: str, samples: int | None = None):
-        from mergeval.proctora.judge import render_request
+        from mergeval.proctora.conversation import answer_requests, combine_turns
 
         judge = self.judge(samples)
+        requests = answer_requests(judge.settings, item, answer)  # a conversation: turn by turn, fenced
         with self._lock:
-            return judge.grade([render_request(judge.settings, item, answer)])[0]
+            return combine_turns(item, judge.grade(requests))[0]
 
     @staticmethod
     def describe_grade(result) -> str:

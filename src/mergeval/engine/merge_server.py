@@ -1,0 +1,171 @@
+"""Merges forked from one pre-imported process: torch and mergekit load once per sweep, not once per merge.
+
+    from mergeval.engine import merge_server
+    returncode, log = merge_server.run_merge(["CONFIG.yaml", "OUT_DIR", "--seed", "0"])
+
+A merge needs a process of its own: mergekit's loader cache, random seed, thread count and
+logging are process-global (merge_worker.py). But a fresh interpreter spends ≈7 s of a 2-core
+machine importing torch, transformers, peft and mergekit before it merges anything, more than a
+toy merge itself takes. So one server process (`python -m mergeval.engine.merge_server`)
+imports them once, and forks a child per merge from that state, which no merge has touched: each
+merge still runs in a process of its own, minus the imports. The server is single-threaded and
+never initialises CUDA, which is what makes forking it safe.
+
+A server serves the environment it was started with (modules read HF_HOME and the like when
+imported), so a changed os.environ gets a new server. The server exits when its client does
+(its stdin closes), killing a merge in progress. MERGEVAL_MERGE_FORK=0 runs each merge in a fresh
+interpreter instead, as before.
+
+Protocol, one JSON object per line: the client sends {"argv", "log", "cwd", "env"}; the server
+answers {"pid"} when the merge starts and {"returncode"} when it ends; the merge's stdout and
+stderr go to the file "log".
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+from pathlib import Path
+
+WORKER = "mergeval.engine.merge_worker"
+
+
+def forking_enabled() -> bool:
+    return os.environ.get("MERGEVAL_MERGE_FORK", "1") != "0"
+
+
+def run_merge(argv: list[str]) -> tuple[int, str]:
+    """Run merge_worker.main(argv) in a process of its own; its exit status and its output."""
+    if not forking_enabled():
+        proc = subprocess.run([sys.executable, "-m", WORKER, *argv], capture_output=True, text=True)
+        return proc.returncode, proc.stderr
+    server = _take_server()
+    try:
+        returncode, log = server.merge(argv)
+    except BaseException:
+        server.close()  # the merge is killed with it: an interrupted build leaves nothing running
+        raise
+    _give_back(server)
+    return returncode, log
+
+
+class _Server:
+    def __init__(self) -> None:
+        self.env = dict(os.environ)
+        self.proc = subprocess.Popen([sys.executable, "-m", "mergeval.engine.merge_server"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=self.env)
+
+    def merge(self, argv: list[str]) -> tuple[int, str]:
+        fd, log = tempfile.mkstemp(prefix="mergeval-merge-", suffix=".log")
+        os.close(fd)
+        try:
+            request = {"argv": argv, "log": log, "cwd": os.getcwd(), "env": self.env}
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            started, ended = self.proc.stdout.readline(), self.proc.stdout.readline()
+            output = Path(log).read_text(encoding="utf-8", errors="replace")
+        finally:
+            os.unlink(log)
+        if not started or not ended:  # the server itself died (killed, out of memory)
+            self.close()
+            return -9, output + "\nthe merge server process died"
+        return int(json.loads(ended)["returncode"]), output
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_idle: list[_Server] = []
+_lock = threading.Lock()
+
+
+def _take_server() -> _Server:
+    with _lock:
+        env = dict(os.environ)
+        for server in list(_idle):
+            _idle.remove(server)
+            if server.env == env and server.proc.poll() is None:
+                return server
+            server.close()  # started under another environment, or dead
+    return _Server()
+
+
+def _give_back(server: _Server) -> None:
+    with _lock:
+        _idle.append(server)
+
+
+@atexit.register
+def _close_all() -> None:
+    for server in _idle:
+        server.close()
+
+
+# --- the server process -------------------------------------------------------------------------
+
+def serve() -> None:
+    import mergekit.config  # noqa: F401  what every merge imports: the point of the server
+    import mergekit.merge  # noqa: F401
+    import mergekit.scripts.moe  # noqa: F401
+    import torch  # noqa: F401
+
+    from mergeval.engine import merge_worker  # noqa: F401
+
+    for line in iter(sys.stdin.buffer.readline, b""):
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            _child(request)
+        print(json.dumps({"pid": pid}), flush=True)
+        print(json.dumps({"returncode": _wait(pid)}), flush=True)
+
+
+def _child(request: dict) -> None:
+    """In the forked process: become the merge the request asks for, then exit with its status."""
+    returncode = 1
+    try:
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # the server's requests are not ours to read
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        from mergeval.engine import merge_worker
+
+        returncode = merge_worker.main(request["argv"]) or 0  # looked up now: tests may wrap it
+    except SystemExit as e:
+        returncode = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(returncode)
+
+
+def _wait(pid: int) -> int:
+    """The merge's exit status; if the client goes away meanwhile, kill the merge and exit."""
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        readable, _, _ = select.select([sys.stdin], [], [], 0.2)
+        if readable and not sys.stdin.buffer.peek(1):  # EOF: the client died
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            sys.exit(0)
+
+
+if __name__ == "__main__":
+    serve()
