@@ -3,6 +3,7 @@
     mergeval search merge_configs/search/toy_ties.yaml --trials 24      # TPE, seed 0
     mergeval search SPACE --trials 24 --sampler cmaes --seed 1          # ranges only: CMA-ES
     mergeval search SPACE --trials 24 --parallel 3                      # 3 trials at once
+    mergeval search SPACE --trials 24 --pool gpus                       # trials on `mergeval worker`s
     mergeval search SPACE --dry-run                                     # check, list the dimensions
     mergeval expand SPACE --grid                                        # the grid as plain recipes
 
@@ -46,8 +47,11 @@ def _plan(request):
 @click.option("--split-seed", default=0, show_default=True, help="Seed of the search / held-out split.")
 @click.option("--keep", default="top-3", show_default=True, help="Trial merges kept on disk: all, none or top-K.")
 @click.option("--startup-trials", default=8, show_default=True, help="TPE: random trials before it models the scores.")
-@click.option("--parallel", default=1, show_default=True,
-              help="Trials at once: the next merges build while a trial is answered and graded.")
+@click.option("--parallel", type=int, default=None,
+              help="Trials at once: the next merges build while a trial is answered and graded.  "
+              "[default: 1; with --pool, the pool's online workers, or 2]")
+@click.option("--pool", default=None, help="A Prefect work pool: each trial a child flow run, taken by "
+              "`mergeval worker` processes (needs a server: PREFECT_API_URL).")
 @click.option("--retry-failed", is_flag=True, help="Ask the values of trials that failed in a stage again.")
 @click.option("--batch-size", default=32, show_default=True, help="Items answered per generate() call.")
 @click.option("--max-new-tokens", default=64, show_default=True, help="Longest answer, in tokens.")
@@ -68,6 +72,13 @@ def search(ctx: click.Context, space: str, dry_run: bool, **options) -> None:
         click.echo(f"{len(plan.search_items)} search items, {len(plan.heldout_items)} held-out; study {plan.study_name}")
         return
     prefect_defaults(ws)
+    if request.pool:
+        from mergeval.orchestration.deployments import need_server
+
+        try:
+            need_server(request.pool)  # before any work: workers cannot reach a temporary server
+        except RuntimeError as e:
+            raise click.UsageError(str(e))
     with prefect_server_starting():
         plan = _plan(request)
         check_judge(plan.base)

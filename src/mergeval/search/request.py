@@ -58,7 +58,8 @@ class SearchRequest:
     keep: str = "top-3"
     startup_trials: int = 8  # TPE: random trials before it models the scores
     retry_failed: bool = False  # ask a trial whose stage failed again (with the same values)
-    parallel: int = 1  # trials whose stages run at once (one process; Optuna asked and told in one thread)
+    parallel: int | None = None  # trials in flight at once; None: 1, or with a pool its worker count (or 2)
+    pool: str | None = None  # a work pool: each trial a child flow run (flows/trial.py) that its workers take
     generation: GenerationSettings = field(default_factory=GenerationSettings)
 
     @classmethod
@@ -67,6 +68,8 @@ class SearchRequest:
         root = Path(workspace).resolve() if workspace else Workspace.find().root
         params = {k: v for k, v in params.items() if v is not None}
         params.setdefault("judge", default_judge(root, params.get("items", cls.items)))
+        if not params.get("pool"):  # in one process: one trial at a time unless told; a pool's flow asks it
+            params.setdefault("parallel", 1)
         return cls(root, generation=GenerationSettings(**gen), **params)
 
     def parameters(self) -> dict:
@@ -84,7 +87,7 @@ class SearchRequest:
         parse_keep(self.keep)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}, not {self.sampler!r}")
-        if self.trials < 1 or self.finalists < 1 or self.startup_trials < 0 or self.parallel < 1:
+        if self.trials < 1 or self.finalists < 1 or self.startup_trials < 0 or (self.parallel is not None and self.parallel < 1):
             raise ValueError("--trials, --finalists and --parallel must be 1 or more")
         if not 0 < self.holdout < 1:
             raise ValueError(f"--holdout is the held-out fraction of each skill, between 0 and 1, not {self.holdout}")
@@ -144,6 +147,12 @@ class SearchPlan:
     @property
     def trials_dir(self) -> Path:
         return self.folder / "trials"
+
+    def trial_plan(self, recipe, fingerprints: dict[str, str] | None = None) -> SweepPlan:
+        """One trial as a one-model sweep plan: its recipe's merge (no sources) on the search part.
+        The parent plans it, and so does a trial's child flow run on a worker (the same keys)."""
+        [cand] = candidates_for(self.base.workspace, [recipe], fingerprints, sources=False, merge=self.base.merge)
+        return replace(self.base, configs=self.trials_dir, candidates=(cand,), recipes=(recipe,))
 
     def heldout_plan(self, recipes) -> SweepPlan:
         """A plain sweep plan: the finalists' recipes and their sources, on the held-out part."""

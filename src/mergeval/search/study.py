@@ -39,14 +39,13 @@ import math
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from mergeval.core import store
 from mergeval.core.hashing import content_hash
 from mergeval.engine import stages
-from mergeval.engine.plan import candidates_for
 from mergeval.inputs import check_memo, model_dirs
 from mergeval.inputs.recipes import read_recipe
 from mergeval.search.request import SearchPlan
@@ -173,7 +172,7 @@ class Trials:
         Optuna is asked and told in this thread only; each trial's stages run in a worker
         thread, in a copy of this thread's context (so a Prefect flow's tasks are its tasks).
         A trial whose recipe is one still running waits for it, then finds its stages cached."""
-        total, width = self.plan.request.trials, self.plan.request.parallel
+        total, width = self.plan.request.trials, self.plan.request.parallel or 1
         running: dict[Future, _Pending] = {}
         with ThreadPoolExecutor(max_workers=width, thread_name_prefix="trial") as pool:
             while True:
@@ -213,9 +212,9 @@ class Trials:
             self.log(f"trial {trial.number}: its recipe is refused: {problems[0]}")
             return None
         check_memo.remember(memos)
-        [cand] = candidates_for(ws, [recipe], self.fingerprints, sources=False, merge=plan.base.merge)
+        one = plan.trial_plan(recipe, self.fingerprints)
+        [cand] = one.candidates
         trial.set_user_attr("model_path", str(cand.path))
-        one = replace(plan.base, configs=plan.trials_dir, candidates=(cand,), recipes=(recipe,))
         return _Pending(trial, name, cand, one, started)
 
     def _finish(self, p: _Pending, failure: dict | None, own: dict, stats: dict, total: int) -> None:
