@@ -51,6 +51,7 @@ def _evaluators(request: SearchRequest):
         return here, here
     deployments.sibling(__file__, "trial")  # deployed from the folder this flow came from
     child = deployments.ensure_child_deployment(request.pool, "trial")
+    deployments.wait_for_orphans(request.workspace, deployments.TRIAL_FLOW, log=_log)  # a killed search's
 
     def trial(one, stats):  # one trial: its recipe on the search items
         return deployments.run_children(one, request, stats, log=_log, deployment=child)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import time
 
@@ -86,3 +88,54 @@ def test_trials_run_as_child_flow_runs_on_the_pools_workers(prefect_server, worl
     taken = {name: len(submitted(tmp_path / f"{name}.log")) for name in workers}
     assert sum(taken.values()) == len(children) == 6, taken  # every child run was a worker's
     print(f"search on a pool: {elapsed:.1f} s, child runs per worker {taken}")
+
+
+def trial_children(client, ws) -> list:
+    return [r for r in flow_runs(client, "mergeval-trial") if r.parameters["request"]["workspace"] == str(ws)
+            and r.parameters.get("finalists") is None]
+
+
+def test_a_pooled_search_killed_mid_trial_resumes_without_rerunning_finished_trials(prefect_server, world, tmp_path):
+    pool = "search-killed"
+    ws = copy_world(world, tmp_path / "ws", with_state=False)
+    workers = start_workers(prefect_server, pool, tmp_path, ("w1", "w2"))
+    client = client_for(prefect_server)
+    env = server_env(prefect_server, ws / ".prefect")
+    cmd = search_cmd(ws, SPACE, *ARGS, "--pool", pool, "--parallel", "1")  # one at a time: a clean kill point
+    try:
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + SEARCH_S
+        try:  # trial 1's child run is queued: trial 0 is finished, trial 1 is on a worker
+            while len(trial_children(client, ws)) < 2:
+                assert proc.poll() is None, "the search finished before the kill point"
+                assert time.monotonic() < deadline, "kill point not reached in time"
+                time.sleep(0.2)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # the parent only: its child run goes on, an orphan
+            proc.wait()
+        before = {t.number: t for t in study_trials(ws)}
+        assert {n: t.state.name for n, t in before.items()} == {0: "COMPLETE", 1: "RUNNING"}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=SEARCH_S)
+    finally:
+        for w in workers.values():
+            stop(w)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    run = json.loads((run_dir_of(proc) / "run.json").read_text())
+    after = {t.number: t for t in study_trials(ws)}
+    assert after[0].datetime_complete == before[0].datetime_complete and after[0].value == before[0].value
+    assert after[1].state.name == "FAIL" and after[1].user_attrs["interrupted"]
+    assert after[2].state.name == "COMPLETE" and after[2].params == before[1].params  # asked again
+    assert run["search"]["trials_run_now"] == [2] and run["search"]["asked_again"] == [1]
+    by_name = {}
+    for r in sorted(trial_children(client, ws), key=lambda r: r.start_time):
+        by_name.setdefault(r.name, []).append(r)
+    first, cut = (f"trial {after[n].user_attrs['recipe']}" for n in (0, 1))
+    assert len(by_name[first]) == 1 or first == cut  # trial 0 ran once, as one child run
+    orphan, again = by_name[cut][-2:]  # the killed search's child ended before its trial was asked again
+    assert orphan.state.is_completed() and again.state.is_completed() and orphan.end_time <= again.start_time
+    assert all(r.state.is_completed() for runs in by_name.values() for r in runs)
+    with open(run_dir_of(proc) / "trials.csv") as f:
+        assert [(t["number"], t["state"]) for t in csv.DictReader(f)] == [("0", "COMPLETE"), ("1", "FAIL"),
+                                                                          ("2", "COMPLETE")]

@@ -22,6 +22,7 @@ from pathlib import Path
 from mergeval.core.store import write_atomic
 
 RECIPE_FLOW = "mergeval-recipe"
+TRIAL_FLOW = "mergeval-trial"
 POLL_S = 1.0  # how often the parent looks at its children; a child runs for minutes
 CRASH_RETRIES = 2  # a child put back after a crash at most this often, then it counts as failed
 CHILD_TAG = "mergeval-recipe"  # on every child run: what the zombie automation watches
@@ -150,6 +151,36 @@ def report_to_parent(workspace: str | Path, stats: dict, failure: dict | None) -
 
     write_atomic(summary_path(workspace, FlowRunContext.get().flow_run.id),
                  json.dumps({"stats": stats, "failure": failure}))
+
+
+def wait_for_orphans(workspace: str | Path, flow_name: str, log=print) -> None:
+    """Child runs of `flow_name` for this workspace that are not over: a killed parent's (its
+    caller holds the workspace lock, so no live parent has any). Wait for them to end, so that
+    a re-run does not build or answer beside them what they are doing; their stages then come
+    back Cached. A dead box's run ends too: the zombie automation marks it Crashed."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    live = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+        any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.CANCELLING])))
+    with get_client(sync_client=True) as client:
+        def orphans():
+            runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                                         flow_run_filter=live)
+            return [r for r in runs if r.parameters.get("request", {}).get("workspace") == str(workspace)]
+
+        if left := orphans():
+            log(f"{len(left)} child run(s) of a killed run are not over ({', '.join(r.name for r in left)}): "
+                "waiting for them to end first")
+        while orphans():
+            time.sleep(POLL_S)
 
 
 def run_children(plan, request, stats: dict, log=print, deployment: str | None = None, extra: dict | None = None,
