@@ -2,9 +2,11 @@
 
     mergeval worker --pool gpus             # on each box: one model at a time per worker
     sweep(..., pool="gpus")                 # the parent: one child flow run per model
+    search(..., pool="gpus")                # the parent: one child flow run per trial
 
-The child is flows/recipe.py's `recipe` flow, deployed as `mergeval-recipe/<pool>` from the
-folder that holds it (a path every box sees, like the workspace: a shared filesystem). A
+The sweep's child is flows/recipe.py's `recipe` flow, deployed as `mergeval-recipe/<pool>` from
+the folder that holds it (a path every box sees, like the workspace: a shared filesystem); the
+search's is flows/trial.py's `trial`, deployed as `mergeval-trial/<pool>` the same way. A
 child that crashes (its worker was stopped, or the automation below marked it Crashed after
 its heartbeats stopped) is put back in the queue the way the UI's Retry button does it: same
 flow run, any worker takes it, cached stages come back Cached and per-item stores resume.

@@ -29,6 +29,8 @@ only (the journal's flock serialises any other process); each trial's stages run
 thread. Under the Prefect flow, GPU work still goes one model at a time (flows/recipe.GPU_LOCK),
 so what overlaps is one trial's merge with another's answering and grading; the engine loop has
 no such lock. The sampler's seed then counts running trials too, and TPE uses its constant liar.
+With a work pool (flows/search.py), `evaluate` starts the trial as a child flow run and waits
+for it in that worker thread: the same loop, the trials' stages on other boxes.
 """
 
 from __future__ import annotations
