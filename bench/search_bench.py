@@ -1,16 +1,16 @@
 """Recipe search on the demo zoo: when does a search beat the best hand-written toy recipe?
 
-    .venv/bin/python bench/search_bench.py --world /tmp/zoo-ws          # builds the full zoo there once
+    .venv/bin/python bench/search_bench.py --world /tmp/zoo-ws          # a demo workspace there (shipped zoo)
     .venv/bin/python bench/search_bench.py --world . --seeds 0 1 2 --trials 24
 
 For each sampler seed, `mergeval search merge_configs/search/toy_ties.yaml --trials N` runs
 through the engine (search/heldout.run_search with the plain stage loop; the Prefect flow calls
 the same functions), keeping every trial's weights. Then every trial recipe, the hand-written
-toy recipes (merge_configs/toy/ties_*.yaml, task_arithmetic_*.yaml) and the parents are
+toy recipes (every one in merge_configs/toy/) and the parents are
 answered and graded on the *held-out* items, which the search never saw. Recorded per seed:
 the first trial whose held-out score beats the best hand-written recipe's (and whether it ties
 it), the search's finalist on the held-out items against both parents, and seconds per trial.
-Results: bench/results/search_bench.json; figures → BENCHMARKS.md.
+Results: bench/results/search_seed<N>.json; figures → BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -38,21 +38,18 @@ from mergeval.search.heldout import run_search  # noqa: E402
 from mergeval.search.request import SearchRequest  # noqa: E402
 
 SPACE = "merge_configs/search/toy_ties.yaml"
-HAND = ("ties_d08.yaml", "ties_d05.yaml", "task_arithmetic_w10.yaml", "task_arithmetic_w07.yaml", "dare_ties_d07.yaml")
 
 
 def make_world(root: Path) -> None:
-    """The demo workspace: the full toy zoo (a few minutes on a CPU), its items, recipes, judge."""
-    from mergeval.zoo import build_zoo
-
+    """A demo workspace: the shipped zoo (committed, trained; `mergeval zoo` checks it), its items,
+    the toy recipes and the search spaces, the judges."""
     for folder in ("merge_configs/toy", "merge_configs/search"):
         (root / folder).mkdir(parents=True, exist_ok=True)
         for f in (REPO / folder).glob("*.yaml"):
             shutil.copy(f, root / folder / f.name)
-    if not (root / "judge").exists():
-        shutil.copytree(REPO / "judge", root / "judge", ignore=shutil.ignore_patterns("calibration"))
-    build_zoo(root / "zoo", items_dir=root / "items" / "toy",
-              template=(root / "judge" / "prompt.txt").read_text(encoding="utf-8"), log=print)
+    for folder in ("zoo", "items/toy", "judge"):
+        if not (root / folder).exists():
+            shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("calibration"))
 
 
 def heldout_scores(plan, recipes) -> dict[str, float]:
@@ -65,7 +62,9 @@ def heldout_scores(plan, recipes) -> dict[str, float]:
 
 
 def one_seed(ws: Path, seed: int, trials: int) -> dict:
-    request = SearchRequest(ws, SPACE, trials=trials, seed=seed, keep="all")
+    # the same request (and so the same study) as `mergeval search SPACE --trials N --seed S` there
+    request = SearchRequest.from_parameters(workspace=ws, space=SPACE, trials=trials, seed=seed, keep="all",
+                                            batch_size=32, max_new_tokens=64)
     with workspace_lock(ws / ".mergeval", what="search bench"):
         plan = request.plan()
         started = time.perf_counter()
@@ -77,8 +76,8 @@ def one_seed(ws: Path, seed: int, trials: int) -> dict:
         with open(run_dir / "trials.csv") as f:
             rows = [r for r in csv.DictReader(f) if r["state"] == "COMPLETE"]
         trial_recipes = [load_recipe(plan.trials_dir / f"{r['recipe']}.yaml", plan.base.workspace) for r in rows]
-        hand = [load_recipe(ws / "merge_configs" / "toy" / h, plan.base.workspace) for h in HAND
-                if (ws / "merge_configs" / "toy" / h).exists()]
+        # every hand-written toy recipe (ties, task arithmetic, dare, linear, slerp, passthrough, MoE, two-stage)
+        hand = [load_recipe(f, plan.base.workspace) for f in sorted((ws / "merge_configs" / "toy").glob("*.yaml"))]
         scores = heldout_scores(plan, list({r.name: r for r in trial_recipes + hand}.values()))
     best_hand = max(hand, key=lambda r: scores[r.name])
     bar = scores[best_hand.name]
@@ -103,23 +102,25 @@ def one_seed(ws: Path, seed: int, trials: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--world", type=Path, required=True, help="A workspace with the full zoo (built there if missing).")
+    ap.add_argument("--world", type=Path, required=True, help="A demo workspace (made there from the shipped zoo if missing).")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--trials", type=int, default=24)
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "search_bench.json")
+    ap.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results",
+                    help="One file per seed: search_seed<N>.json (benches of different seeds may run at once).")
     args = ap.parse_args()
     ws = args.world.resolve()
     if not (ws / "zoo" / "spec_rev" / "config.json").exists():
         make_world(ws)
-    results = []
-    for seed in args.seeds:  # the file is rewritten after each seed: a cut-short bench keeps what it did
-        results.append(one_seed(ws, seed, args.trials))
-        print(json.dumps({k: v for k, v in results[-1].items() if k != "trial_heldout"}, indent=1), flush=True)
+    for seed in args.seeds:  # a file per seed, written when it is done: a cut-short bench keeps what it did
+        result = one_seed(ws, seed, args.trials)
+        print(json.dumps({k: v for k, v in result.items() if k != "trial_heldout"}, indent=1), flush=True)
         record = {"when": datetime.now(timezone.utc).isoformat(), "machine": platform.platform(),
-                  "cpus": os.cpu_count(), "space": SPACE, "trials": args.trials, "seeds": results}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+                  "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(), "space": SPACE,
+                  "trials": args.trials, "seeds": [result]}
+        out = args.out_dir / f"search_seed{seed}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

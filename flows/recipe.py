@@ -13,17 +13,15 @@ workspace, so a run that is killed, retried or moved to another box redoes only 
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import deque
 from contextlib import nullcontext
 from dataclasses import replace
 
 from prefect import flow, task
-from prefect.context import FlowRunContext, TaskRunContext
+from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 
-from mergeval.core.store import write_atomic
 from mergeval.engine import stages
 from mergeval.engine.request import SweepRequest
 from mergeval.orchestration import deployments, sealed_results
@@ -152,8 +150,7 @@ def recipe(model: str, request: dict) -> dict:
     stats = stages.empty_stats()
     one = replace(plan, candidates=(plan.candidate(model),))
     [(_, failure)] = models_in_order(one, stats, overlap=False)
-    run_id = FlowRunContext.get().flow_run.id
-    write_atomic(deployments.summary_path(req.workspace, run_id), json.dumps({"stats": stats, "failure": failure}))
+    deployments.report_to_parent(req.workspace, stats, failure)
     if failure:
         raise RecipeFailed(f"{failure['stage']} {model} failed: {failure['error']}")
     return stats

@@ -1,4 +1,4 @@
-"""`mergeval search` end to end on a quick (weak but real) toy zoo, 10 items per skill.
+"""`mergeval search` end to end on the shipped toy zoo (zoo/, nothing trained), 10 items per skill.
 
 Every search here is a real `mergeval search` process with its own embedded Prefect server:
 trials are built by mergekit, answered by the zoo's models, graded by the toy Proctora.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,17 +18,30 @@ from pathlib import Path
 
 import pytest
 
-from tests.sweep_helpers import REPO, copy_world, make_toy_world, run_dir_of, run_json, run_sweep, shrink_world, sweep_env
+from tests.sweep_helpers import REPO, copy_toy_judge, copy_world, run_dir_of, run_json, run_sweep, sweep_env
 
 SPACE = "merge_configs/search/toy_ties.yaml"
 ARGS = ("--trials", "2", "--finalists", "2", "--batch-size", "8", "--startup-trials", "1")
 
 
+ITEMS_PER_SKILL = 10
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    ws = shrink_world(make_toy_world(tmp_path_factory.mktemp("search") / "ws"), (), items_per_skill=10)
-    (ws / "merge_configs" / "search").mkdir()
+    """The shipped zoo (a link: the committed, trained models), the first items of each toy skill,
+    the toy Proctora as the workspace's judge, the toy space."""
+    ws = tmp_path_factory.mktemp("search") / "ws"
+    (ws / "merge_configs" / "search").mkdir(parents=True)
     (ws / "merge_configs" / "search" / "toy_ties.yaml").write_text((REPO / SPACE).read_text())
+    (ws / "zoo").symlink_to(REPO / "zoo")
+    copy_toy_judge(ws / "judge")
+    (ws / "items" / "toy").mkdir(parents=True)
+    shutil.copy(REPO / "items" / "toy" / "suite.yaml", ws / "items" / "toy" / "suite.yaml")
+    for skill in ("add", "rev"):
+        (ws / "items" / "toy" / skill).mkdir()
+        for item in sorted((REPO / "items" / "toy" / skill).glob("*.txt"))[:ITEMS_PER_SKILL]:
+            shutil.copy(item, ws / "items" / "toy" / skill / item.name)
     return ws
 
 
@@ -161,3 +175,21 @@ def test_cmaes_is_refused_for_a_space_with_a_choice(world, tmp_path):
     assert proc.returncode == 2 and "--sampler cmaes needs a space of ranges only" in proc.stderr, proc.stderr[-2000:]
     proc = run_search(ws, "merge_configs/search/toy_methods.yaml", "--dry-run")
     assert proc.returncode == 0 and "merge_method: one of ['ties', 'task_arithmetic']" in proc.stdout, proc.stderr
+
+
+def test_parallel_trials_overlap_and_each_is_asked_once(world, tmp_path):
+    ws = copy_world(world, tmp_path / "ws", with_state=False)
+    proc = run_search(ws, SPACE, "--trials", "2", "--parallel", "2", "--finalists", "1", "--batch-size", "8",
+                      "--startup-trials", "1")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    trials = sorted(study_trials(ws), key=lambda t: t.number)
+    assert [(t.number, t.state.name) for t in trials] == [(0, "COMPLETE"), (1, "COMPLETE")]
+    # trial 1 was asked (and its merge started) before trial 0 was told its score: two at once
+    assert trials[1].datetime_start < trials[0].datetime_complete, [(t.datetime_start, t.datetime_complete)
+                                                                    for t in trials]
+    run = run_json(run_dir_of(proc))
+    assert sorted(run["search"]["trials_run_now"]) == [0, 1] and run["settings"]["search"]["parallel"] == 2
+    distinct = {t.user_attrs["recipe"] for t in trials}
+    assert run["stages"]["build"]["executed"] == len(distinct)  # a repeat waits for its twin, then is cached
+    with open(run_dir_of(proc) / "trials.csv") as f:
+        assert all(float(r["score"]) >= 0 for r in csv.DictReader(f))

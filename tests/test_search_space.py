@@ -128,3 +128,32 @@ def test_the_split_is_fixed_by_its_seed_and_stratified(tmp_path):
     assert split_items(items, 0.5, seed=0) == (search, held)
     assert split_items(items, 0.5, seed=1)[1] != held
     assert not {it.id for it in search} & {it.id for it in held}
+
+
+def test_validate_checks_a_space_as_the_search_does(tiny_ws):
+    """`mergeval validate` on a space file, a folder of them, or the whole workspace: the search's
+    own checks (file:line, exit 2), spaces and plain recipes side by side in one folder."""
+    from click.testing import CliRunner
+
+    from mergeval.cli.main import main
+
+    def validate(*paths: str):
+        return CliRunner().invoke(main, ["--workspace", str(tiny_ws.root), "validate", *paths])
+
+    for shipped in (REPO / "merge_configs" / "search").glob("*.yaml"):
+        write(tiny_ws, shipped.read_text(), shipped.name)
+    write(tiny_ws, "merge_method: ties\nbase_model: zoo/base\nmodels:\n  - model: zoo/spec_add\n"
+                   "    parameters: {weight: 1.0, density: 0.8}\ndtype: float32\n", "plain.yaml")
+    result = validate("merge_configs/search")
+    assert result.exit_code == 0 and result.output.startswith("ok: "), result.output
+    assert validate("merge_configs").exit_code == 0  # what `mergeval validate` reads: spaces in a sub-folder
+
+    broken = write(tiny_ws, GOOD.replace("{search: [0.5, 1.5], step: 0.5}", "{search: [1.5, 0.5]}"), "broken.yaml")
+    for target in ("merge_configs/search", "merge_configs/search/broken.yaml"):
+        result = validate(target)
+        assert result.exit_code == 2, result.output
+        assert f"{broken}:6: models.0.parameters.weight: an inverted range [1.5, 0.5]" in result.output
+        assert "1 problem(s); nothing was run." in result.output  # the good spaces and the recipe: clean
+    broken.write_text(GOOD.replace("[ties, task_arithmetic]", "[ties, slerp]"))  # mergekit's rules, at a corner
+    result = validate("merge_configs/search/broken.yaml")
+    assert result.exit_code == 2 and f"{broken}:6: unknown parameter 'weight' for slerp" in result.output, result.output

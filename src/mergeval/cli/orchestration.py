@@ -81,7 +81,7 @@ def server(port: int) -> None:
 @click.option("--limit", default=1, show_default=True, help="Models run at once: 1 per GPU.")
 @click.option("--name", help="Worker name shown in the UI (default: Prefect's).")
 def worker(pool: str, limit: int, name: str | None) -> None:
-    """Run sweep models from POOL on this box: build → answer → grade, one at a time.
+    """Run sweep models and search trials from POOL on this box: build → answer → grade, one at a time.
 
     \b
     The workspace and flows/ must be at the same path on every box (a shared filesystem):

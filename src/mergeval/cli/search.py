@@ -2,6 +2,8 @@
 
     mergeval search merge_configs/search/toy_ties.yaml --trials 24      # TPE, seed 0
     mergeval search SPACE --trials 24 --sampler cmaes --seed 1          # ranges only: CMA-ES
+    mergeval search SPACE --trials 24 --parallel 3                      # 3 trials at once
+    mergeval search SPACE --trials 24 --pool gpus                       # trials on `mergeval worker`s
     mergeval search SPACE --dry-run                                     # check, list the dimensions
     mergeval expand SPACE --grid                                        # the grid as plain recipes
 
@@ -38,12 +40,18 @@ def _plan(request):
               help="cmaes needs a space of ranges only (no choose:).")
 @click.option("--seed", default=0, show_default=True, help="The sampler's seed.")
 @click.option("--items", default="items/toy", show_default=True, help="Item suite folder (split into search and held-out parts).")
-@click.option("--judge", default="judge/proctora.yaml", show_default=True, help="Proctora settings.")
+@click.option("--judge", default=None, help="Proctora settings.  [default: judge/toy/proctora.yaml for items/toy, "
+              "else judge/proctora.yaml]")
 @click.option("--finalists", default=3, show_default=True, help="Best trials ranked on the held-out items.")
 @click.option("--holdout", default=0.5, show_default=True, help="Fraction of each skill's items held out.")
 @click.option("--split-seed", default=0, show_default=True, help="Seed of the search / held-out split.")
 @click.option("--keep", default="top-3", show_default=True, help="Trial merges kept on disk: all, none or top-K.")
 @click.option("--startup-trials", default=8, show_default=True, help="TPE: random trials before it models the scores.")
+@click.option("--parallel", type=int, default=None,
+              help="Trials at once: the next merges build while a trial is answered and graded.  "
+              "[default: 1; with --pool, the pool's online workers, or 2]")
+@click.option("--pool", default=None, help="A Prefect work pool: each trial a child flow run, taken by "
+              "`mergeval worker` processes (needs a server: PREFECT_API_URL).")
 @click.option("--retry-failed", is_flag=True, help="Ask the values of trials that failed in a stage again.")
 @click.option("--batch-size", default=32, show_default=True, help="Items answered per generate() call.")
 @click.option("--max-new-tokens", default=64, show_default=True, help="Longest answer, in tokens.")
@@ -64,6 +72,13 @@ def search(ctx: click.Context, space: str, dry_run: bool, **options) -> None:
         click.echo(f"{len(plan.search_items)} search items, {len(plan.heldout_items)} held-out; study {plan.study_name}")
         return
     prefect_defaults(ws)
+    if request.pool:
+        from mergeval.orchestration.deployments import need_server
+
+        try:
+            need_server(request.pool)  # before any work: workers cannot reach a temporary server
+        except RuntimeError as e:
+            raise click.UsageError(str(e))
     with prefect_server_starting():
         plan = _plan(request)
         check_judge(plan.base)

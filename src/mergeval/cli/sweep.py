@@ -73,14 +73,19 @@ def zoo(ctx: click.Context, out: Path | None, seed: int, train: bool, quick: boo
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.pass_context
 def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
-    """Check recipes, items and sweep files (and what they name) without merging anything
-    (exit status 2 on any problem)."""
+    """Check recipes, search spaces, items and sweep files (and what they name) without merging
+    anything (exit status 2 on any problem)."""
     from mergeval.engine.sweep_file import is_sweep_file, read_sweep_file
     from mergeval.inputs.validate import validate_paths
+    from mergeval.search.space import read_space
 
     ws = workspace_of(ctx)
     targets = [ws.resolve(p) for p in paths] or [ws.configs, ws.items]
-    problems = validate_paths([t for t in targets if not is_sweep_file(t)], ws)
+
+    def check_space(path: Path) -> list:  # what `mergeval search` checks of its space before any build
+        return read_space(path, ws)[1]
+
+    problems = validate_paths([t for t in targets if not is_sweep_file(t)], ws, check_space)
     for sweep_file in filter(is_sweep_file, targets):  # its own keys; then what it names
         try:
             params = read_sweep_file(sweep_file)
@@ -88,7 +93,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
             problems += e.problems
             continue
         named = [ws.resolve(params.get("configs", "merge_configs/toy")), ws.resolve(params.get("items", "items/toy"))]
-        problems += validate_paths(named, ws)
+        problems += validate_paths(named, ws, check_space)
     if problems:
         fail_on_input(InputError(problems))
     click.echo(f"ok: {', '.join(str(t) for t in targets)}")

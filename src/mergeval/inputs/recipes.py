@@ -123,14 +123,15 @@ def load_recipes(paths: list[Path], workspace: Workspace, memos: list | None = N
     return recipes
 
 
-def read_recipes(paths: list[Path], workspace: Workspace,
-                 memos: list | None = None) -> tuple[list[Recipe], list[Problem]]:
+def read_recipes(paths: list[Path], workspace: Workspace, memos: list | None = None,
+                 skip: frozenset[Path] = frozenset()) -> tuple[list[Recipe], list[Problem]]:
+    """`skip`: files a folder holds that are not recipes (validate: the search spaces in it)."""
     recipes: list[Recipe] = []
     problems: list[Problem] = []
     files: list[tuple[Path, Path | None]] = []  # (recipe file, the folder it was listed from)
     for p in paths:
         if p.is_dir():
-            found = recipe_files(p)
+            found = [f for f in recipe_files(p) if f not in skip]
             if not found:
                 problems.append(Problem(p, None, "no recipes (*.yaml, *.yml) in this folder"))
             files += [(f, p) for f in found]

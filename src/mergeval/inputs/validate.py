@@ -6,46 +6,84 @@ A path may be a recipe (*.yaml, *.yml), an item (*.txt, *.md), a folder of eithe
 `items/` folder (each sub-folder a suite) or a workspace (its merge_configs/ and items/).
 A folder is a folder of items when it is, or is inside, a folder named `items`, or when it
 holds item files and no recipes. Nothing stops at the first problem.
+
+A YAML file with a `{search: [low, high]}` range or a `{choose: [...]}` choice in it is a search
+space (merge_configs/search/), not a recipe: it is handed to `check_space`, which the command
+line gives as the search's own reader (search/space.read_space), so `mergeval validate` checks a
+space exactly as `mergeval search` does before any build. (inputs/ may not import search/.)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
+
+import yaml
 
 from mergeval.core.errors import Problem
 from mergeval.core.workspace import Workspace
 from mergeval.inputs.items import ITEM_SUFFIXES, item_files, read_item, read_items
-from mergeval.inputs.recipes import RECIPE_SUFFIXES, read_recipes
+from mergeval.inputs.recipes import RECIPE_SUFFIXES, read_recipes, recipe_files
+
+CheckSpace = Callable[[Path], list[Problem]]  # a search space's problems (search/space.read_space)
 
 
-def validate_paths(paths: list[Path], workspace: Workspace) -> list[Problem]:
+def validate_paths(paths: list[Path], workspace: Workspace, check_space: CheckSpace | None = None) -> list[Problem]:
     problems: list[Problem] = []
     for path in paths:
-        problems += _validate(Path(path), workspace)
+        problems += _validate(Path(path), workspace, check_space or _no_space_check)
     return problems
 
 
-def _validate(path: Path, ws: Workspace) -> list[Problem]:
+def is_search_space(path: Path) -> bool:
+    """Does this YAML file hold a {search: ...} range or a {choose: ...} choice? (No mergekit
+    recipe has either key. A file that does not parse is a recipe: its reader names the line.)"""
+    try:
+        docs = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return any(_has_mark(d) for d in docs)
+
+
+def _has_mark(node: Any) -> bool:
+    if isinstance(node, dict):
+        return "search" in node or "choose" in node or any(_has_mark(v) for v in node.values())
+    return isinstance(node, list) and any(_has_mark(v) for v in node)
+
+
+def _no_space_check(path: Path) -> list[Problem]:
+    return [Problem(path, None, "a search space ({search: ...} or {choose: ...}): check it with "
+                                "`mergeval validate` or `mergeval search --dry-run`")]
+
+
+def _validate(path: Path, ws: Workspace, check_space: CheckSpace) -> list[Problem]:
     if not path.exists():
         return [Problem(path, None, "no such file or folder")]
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in RECIPE_SUFFIXES:
-            return read_recipes([path], ws)[1]
+            return check_space(path) if is_search_space(path) else read_recipes([path], ws)[1]
         if suffix in ITEM_SUFFIXES:
             return read_item(path, _suite_root(path))[1]
         return [Problem(path, None, "not a recipe (*.yaml, *.yml) or an item (*.txt, *.md)")]
 
     if (path / "merge_configs").is_dir() or (path / "items").is_dir():  # a workspace
         subs = [path / "merge_configs", path / "items"]
-        return [p for sub in subs if sub.is_dir() for p in _validate(sub, ws)]
+        return [p for sub in subs if sub.is_dir() for p in _validate(sub, ws, check_space)]
     if _under_items(path, ws) or (not _recipe_dirs(path) and item_files(path)):
         return _validate_items(path)
     dirs = _recipe_dirs(path)
     if not dirs:
         return [Problem(path, None, "no recipes (*.yaml, *.yml) or items (*.txt, *.md) in this folder")]
     # Recipes are named by file stem, so stems must differ within a folder (not across).
-    return [p for d in dirs for p in read_recipes([d], ws)[1]]
+    problems = []
+    for d in dirs:
+        spaces = frozenset(f for f in recipe_files(d) if f.is_file() and is_search_space(f))
+        for space in sorted(spaces):
+            problems += check_space(space)
+        if len(spaces) < len(recipe_files(d)):
+            problems += read_recipes([d], ws, skip=spaces)[1]
+    return problems
 
 
 def _validate_items(path: Path) -> list[Problem]:

@@ -166,9 +166,11 @@ def finish(trials: Trials, evaluate, stats: dict, settings: dict, started: datet
     return stages.finish(held, graded, stats, failures, settings, started, extras=extras, run_extra=record), failures
 
 
-def run_search(plan, evaluate, log=print):
+def run_search(plan, evaluate, log=print, evaluate_heldout=None):
     """The whole search: trials until --trials are finished, then the held-out ranking.
-    Returns (run folder, failures of the held-out stage). The caller holds the workspace lock."""
+    `evaluate_heldout` runs the held-out plan (default: `evaluate`; a pool's differs: its child
+    runs are told which finalists to plan). Returns (run folder, failures of the held-out stage).
+    The caller holds the workspace lock."""
     from datetime import timezone
 
     from mergeval.engine.request import parse_keep
@@ -176,4 +178,4 @@ def run_search(plan, evaluate, log=print):
     started, stats = datetime.now(timezone.utc), stages.empty_stats()
     trials = Trials(plan, log=log)
     trials.run(evaluate, stats, parse_keep(plan.request.keep))
-    return finish(trials, evaluate, stats, plan.request.settings_record(plan), started, log=log)
+    return finish(trials, evaluate_heldout or evaluate, stats, plan.request.settings_record(plan), started, log=log)

@@ -21,7 +21,7 @@ from mergeval.core.errors import InputError
 from mergeval.core.hashing import content_hash
 from mergeval.core.workspace import Workspace
 from mergeval.engine.plan import SweepPlan, candidates_for
-from mergeval.engine.request import GENERATION_PARAMETERS, parse_keep
+from mergeval.engine.request import GENERATION_PARAMETERS, REAL_JUDGE, default_judge, parse_keep
 from mergeval.inputs.items import Item, load_items
 from mergeval.proctora.settings import load_settings
 from mergeval.search.space import Space, read_space
@@ -51,20 +51,26 @@ class SearchRequest:
     sampler: str = "tpe"
     seed: int = 0
     items: str = "items/toy"
-    judge: str = "judge/proctora.yaml"
+    judge: str = REAL_JUDGE  # from_parameters: default_judge() (the toy Proctora for items/toy) when none is named
     finalists: int = 3
     holdout: float = 0.5
     split_seed: int = 0
     keep: str = "top-3"
     startup_trials: int = 8  # TPE: random trials before it models the scores
     retry_failed: bool = False  # ask a trial whose stage failed again (with the same values)
+    parallel: int | None = None  # trials in flight at once; None: 1, or with a pool its worker count (or 2)
+    pool: str | None = None  # a work pool: each trial a child flow run (flows/trial.py) that its workers take
     generation: GenerationSettings = field(default_factory=GenerationSettings)
 
     @classmethod
     def from_parameters(cls, workspace: str | Path | None = None, **params) -> SearchRequest:
         gen = {k: params.pop(k) for k in ANSWER_PARAMETERS if k in params and params[k] is not None}
         root = Path(workspace).resolve() if workspace else Workspace.find().root
-        return cls(root, generation=GenerationSettings(**gen), **{k: v for k, v in params.items() if v is not None})
+        params = {k: v for k, v in params.items() if v is not None}
+        params.setdefault("judge", default_judge(root, params.get("items", cls.items)))
+        if not params.get("pool"):  # in one process: one trial at a time unless told; a pool's flow asks it
+            params.setdefault("parallel", 1)
+        return cls(root, generation=GenerationSettings(**gen), **params)
 
     def parameters(self) -> dict:
         """Flat and JSON-able: the search flow's parameters."""
@@ -81,8 +87,8 @@ class SearchRequest:
         parse_keep(self.keep)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}, not {self.sampler!r}")
-        if self.trials < 1 or self.finalists < 1 or self.startup_trials < 0:
-            raise ValueError("--trials and --finalists must be 1 or more")
+        if self.trials < 1 or self.finalists < 1 or self.startup_trials < 0 or (self.parallel is not None and self.parallel < 1):
+            raise ValueError("--trials, --finalists and --parallel must be 1 or more")
         if not 0 < self.holdout < 1:
             raise ValueError(f"--holdout is the held-out fraction of each skill, between 0 and 1, not {self.holdout}")
 
@@ -141,6 +147,12 @@ class SearchPlan:
     @property
     def trials_dir(self) -> Path:
         return self.folder / "trials"
+
+    def trial_plan(self, recipe, fingerprints: dict[str, str] | None = None) -> SweepPlan:
+        """One trial as a one-model sweep plan: its recipe's merge (no sources) on the search part.
+        The parent plans it, and so does a trial's child flow run on a worker (the same keys)."""
+        [cand] = candidates_for(self.base.workspace, [recipe], fingerprints, sources=False, merge=self.base.merge)
+        return replace(self.base, configs=self.trials_dir, candidates=(cand,), recipes=(recipe,))
 
     def heldout_plan(self, recipes) -> SweepPlan:
         """A plain sweep plan: the finalists' recipes and their sources, on the held-out part."""

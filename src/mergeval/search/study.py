@@ -1,7 +1,8 @@
 """The search's trials: an Optuna study stored in the workspace, each trial a plain recipe.
 
     trials = Trials(plan, log=print)          # opens (or resumes) .mergeval/search/<study>/
-    trials.run(evaluate, stats)               # asks, builds, answers, grades until --trials are done
+    trials.run(evaluate, stats, keep)         # asks, builds, answers, grades until --trials are done
+                                              # (--parallel N: N trials' stages at once, in threads)
 
 Each trial's values make a concrete recipe (plain mergekit YAML), written once to
 .mergeval/search/<study>/trials/<space stem>-<content key>.yaml and planned from there like
@@ -22,22 +23,31 @@ stage-failed trial's values again, when its error is fixed. The sampler is rebui
 every ask with a seed derived from --seed and the number of finished trials: TPE and random
 sampling see only finished trials, so a resumed search should ask what an uninterrupted one
 would have (by design; the tests check that no finished trial runs again, not this).
+
+--parallel N: N trials at once in this process. Optuna is asked and told in the caller's thread
+only (the journal's flock serialises any other process); each trial's stages run in a worker
+thread. Under the Prefect flow, GPU work still goes one model at a time (flows/recipe.GPU_LOCK),
+so what overlaps is one trial's merge with another's answering and grading; the engine loop has
+no such lock. The sampler's seed then counts running trials too, and TPE uses its constant liar.
+With a work pool (flows/search.py), `evaluate` starts the trial as a child flow run and waits
+for it in that worker thread: the same loop, the trials' stages on other boxes.
 """
 
 from __future__ import annotations
 
+import contextvars
 import fcntl
 import math
 import os
 import time
-from dataclasses import replace
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from mergeval.core import store
 from mergeval.core.hashing import content_hash
 from mergeval.engine import stages
-from mergeval.engine.plan import candidates_for
 from mergeval.inputs import check_memo, model_dirs
 from mergeval.inputs.recipes import read_recipe
 from mergeval.search.request import SearchPlan
@@ -98,7 +108,9 @@ def open_study(plan: SearchPlan):
     return optuna.create_study(study_name=plan.study_name, storage=storage, direction="maximize", load_if_exists=True)
 
 
-def make_sampler(plan: SearchPlan, finished: int):
+def make_sampler(plan: SearchPlan, finished: int, parallel: bool = False):
+    """`finished`: trials finished or running (one search: the finished ones). In parallel,
+    TPE lies that running trials scored badly (constant_liar), so it does not ask them again."""
     import optuna
 
     r = plan.request
@@ -107,7 +119,7 @@ def make_sampler(plan: SearchPlan, finished: int):
         return optuna.samplers.CmaEsSampler(seed=r.seed, warn_independent_sampling=False)
     if r.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=r.startup_trials)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=r.startup_trials, constant_liar=parallel)
 
 
 def suggest(trial, d: Dim):
@@ -157,13 +169,32 @@ class Trials:
         return sum(finished(t) for t in self.study.get_trials(deepcopy=False))
 
     def run(self, evaluate: Evaluate, stats: dict, keep: int | None) -> None:
-        total = self.plan.request.trials
-        while (n := self.done()) < total:
-            self.study.sampler = make_sampler(self.plan, n)
-            self.one(evaluate, stats, n, total)
-            self.prune(keep)
+        """Ask, evaluate and tell until --trials are finished, --parallel trials at a time.
 
-    def one(self, evaluate: Evaluate, stats: dict, n: int, total: int) -> None:
+        Optuna is asked and told in this thread only; each trial's stages run in a worker
+        thread, in a copy of this thread's context (so a Prefect flow's tasks are its tasks).
+        A trial whose recipe is one still running waits for it, then finds its stages cached."""
+        total, width = self.plan.request.trials, self.plan.request.parallel or 1
+        running: dict[Future, _Pending] = {}
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="trial") as pool:
+            while True:
+                while len(running) < width and self.done() + len(running) < total:
+                    self.study.sampler = make_sampler(self.plan, self.done() + len(running), parallel=width > 1)
+                    pending = self._start()
+                    if pending is None:  # refused: told FAIL, finished
+                        continue
+                    same = next((f for f, p in running.items() if p.name == pending.name), None)
+                    context = contextvars.copy_context()
+                    running[pool.submit(context.run, _evaluate, evaluate, pending, same)] = pending
+                if not running:
+                    return
+                ended, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in sorted(ended, key=lambda f: running[f].trial.number):
+                    self._finish(running.pop(future), *future.result(), stats, total)
+                    self.prune(keep, busy={p.model_path for p in running.values()})
+
+    def _start(self) -> _Pending | None:
+        """Ask one trial and plan it (None: its recipe was refused, and it is told so)."""
         from optuna.trial import TrialState
 
         plan, ws = self.plan, self.plan.base.workspace
@@ -181,28 +212,33 @@ class Trials:
             trial.set_user_attr("failure", "recipe: " + "; ".join(p.message for p in problems))
             self.study.tell(trial, state=TrialState.FAIL)
             self.log(f"trial {trial.number}: its recipe is refused: {problems[0]}")
-            return
+            return None
         check_memo.remember(memos)
-        [cand] = candidates_for(ws, [recipe], self.fingerprints, sources=False, merge=plan.base.merge)
+        one = plan.trial_plan(recipe, self.fingerprints)
+        [cand] = one.candidates
         trial.set_user_attr("model_path", str(cand.path))
-        one = replace(plan.base, configs=plan.trials_dir, candidates=(cand,), recipes=(recipe,))
-        own = stages.empty_stats()
-        [(_, failure)] = list(evaluate(one, own))
+        return _Pending(trial, name, cand, one, started)
+
+    def _finish(self, p: _Pending, failure: dict | None, own: dict, stats: dict, total: int) -> None:
+        from optuna.trial import TrialState
+
+        trial, plan = p.trial, self.plan
         _add(stats, own)
-        seconds = time.monotonic() - started
+        seconds = time.monotonic() - p.started
         trial.set_user_attr("seconds", round(seconds, 3))
         trial.set_user_attr("executed", {s: own[s]["executed"] for s in stages.STAGES})
         self.ran_now.append(trial.number)
-        score = None if failure else stages.mean_score(one, cand)
+        n = self.done() + 1
+        score = None if failure else stages.mean_score(p.plan, p.cand)
         if failure or not math.isfinite(score):
             why = f"{failure['stage']}: {failure['error']}" if failure else "grade: no item was scored"
             trial.set_user_attr("failure", why)
             self.study.tell(trial, state=TrialState.FAIL)
-            self.log(f"trial {trial.number} ({n + 1}/{total}) failed: {why}")
+            self.log(f"trial {trial.number} ({n}/{total}) failed: {why}")
             return
         self.study.tell(trial, score)
         values = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
-        self.log(f"trial {trial.number} ({n + 1}/{total}): {values} → {score:.3f} on {len(plan.search_items)} "
+        self.log(f"trial {trial.number} ({n}/{total}): {values} → {score:.3f} on {len(plan.search_items)} "
                  f"search items in {seconds:.1f}s" + ("" if any(own[s]["executed"] for s in stages.STAGES) else " (all cached)"))
 
     def ranked(self) -> list:
@@ -217,14 +253,39 @@ class Trials:
                 best.append(t)
         return best
 
-    def prune(self, keep: int | None) -> None:
-        """Merged weights of trials outside the top `keep` are deleted (they rebuild identically)."""
+    def prune(self, keep: int | None, busy: set = frozenset()) -> None:
+        """Merged weights of trials outside the top `keep` are deleted (they rebuild identically),
+        except those a running trial uses (`busy`: their model folders)."""
         if keep is None:
             return
         for t in self.ranked()[keep:]:
             path = Path(t.user_attrs.get("model_path", ""))
-            if t.user_attrs.get("model_path") and path.exists():
+            if t.user_attrs.get("model_path") and path.exists() and path not in busy:
                 store.remove_tree(path)
+
+
+@dataclass
+class _Pending:
+    """A trial asked and planned, its stages not yet run."""
+
+    trial: Any
+    name: str  # its recipe's name (content key): a repeat of a running trial has the same
+    cand: Any
+    plan: Any  # the one-model sweep plan of this trial
+    started: float
+
+    @property
+    def model_path(self) -> Path:
+        return self.cand.path
+
+
+def _evaluate(evaluate: Evaluate, p: _Pending, same: Future | None) -> tuple[dict | None, dict]:
+    """One trial's build → answer → grade (in a worker thread): (failure or None, its stage counts)."""
+    if same is not None:  # the same recipe is being built: wait, then its stages are cached
+        wait([same])
+    own = stages.empty_stats()
+    [(_, failure)] = list(evaluate(p.plan, own))
+    return failure, own
 
 
 def _add(total: dict, own: dict) -> None:
