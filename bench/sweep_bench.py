@@ -39,7 +39,7 @@ from mergeval.engine import stages  # noqa: E402
 from mergeval.engine.build import build  # noqa: E402
 from mergeval.engine.plan import plan_sweep  # noqa: E402
 from mergeval.inputs.recipes import load_recipe  # noqa: E402
-from tests.sweep_helpers import copy_world, make_toy_world, sweep_env  # noqa: E402
+from tests.sweep_helpers import copy_world, make_toy_world, migrated_prefect_db, sweep_env  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -212,6 +212,9 @@ def main() -> None:
         return run_direct(Workspace(args.direct.resolve()), args.overlap)
     root = Path(tempfile.mkdtemp(prefix="mergeval-bench-"))
     world = args.world.resolve() if args.world else make_toy_world(root / "world")
+    # Each run's fresh workspace gets a copy of a migrated Prefect database (sweep_env), as a
+    # user's ~/.prefect has after their first sweep: made here, before any timing.
+    migrated_prefect_db()
     benches = {
         "rerun": lambda: bench_rerun(world, root),
         "rerun_with_server": lambda: bench_rerun_server(world, root),

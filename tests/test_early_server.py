@@ -58,3 +58,28 @@ def test_a_sweep_runs_on_the_early_server_and_stops_it(tmp_path):
     assert "Finished in state" not in again.stderr  # no flow run: nothing to show in a UI
     assert "already saved" in again.stdout and "report: " in again.stdout
     assert group_is_empty(pgid)
+
+
+def test_a_configured_server_is_noticed_without_importing_prefect(tmp_path, monkeypatch):
+    """A re-run skips Prefect only where no server can be configured; any sign of one, and
+    Prefect itself is asked (so a re-run still shows in the user's UI)."""
+    from mergeval.orchestration.early_server import server_may_be_configured
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("PREFECT_HOME", str(home))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("PREFECT_PROFILES_PATH", raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    assert not server_may_be_configured(work)
+
+    (home / "profiles.toml").write_text('active = "local"\n[profiles.local]\nPREFECT_API_URL = "http://box:4200/api"\n')
+    assert server_may_be_configured(work)
+    (home / "profiles.toml").unlink()
+    (work / "pyproject.toml").write_text("[tool.prefect]\napi.url = 'http://box:4200/api'\n")
+    assert server_may_be_configured(work)
+    (work / "pyproject.toml").unlink()
+    monkeypatch.setenv("PREFECT_API_URL", "http://box:4200/api")
+    assert server_may_be_configured(work)

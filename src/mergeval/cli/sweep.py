@@ -142,10 +142,18 @@ def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> 
     ranks and writes the run folder: Prefect's temporary server would show it to no one.
     """
     from mergeval.engine import stages
-    from mergeval.orchestration.early_server import prefect_server_starting
+    from mergeval.orchestration.early_server import prefect_server_starting, server_may_be_configured
+    from mergeval.runs.lookup import finished_runs
 
     request = sweep_request(ctx, pool=pool, overlap=False if sequential else None, **options)
     prefect_defaults(request.ws)
+    if finished_runs(request.ws.reports) and not server_may_be_configured():
+        # Most likely a re-run: plan first (remembered checks import no mergekit), and if
+        # nothing is left, rank without importing Prefect at all (≈3 s of a ≈10 s re-run).
+        plan = check_sweep_inputs(request)
+        if stages.nothing_left(plan):
+            report_outcome(rank_finished_sweep(request, plan), "sweep")
+            return
     try:
         with prefect_server_starting() as server:  # on the other core, while the inputs are checked
             plan = check_sweep_inputs(request)

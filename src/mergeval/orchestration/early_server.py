@@ -26,6 +26,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 
@@ -74,6 +75,26 @@ def prefect_server_starting() -> Iterator[Starting]:
         refresh_global_settings_context()
     else:  # let Prefect start (and explain) its own temporary server
         _stop(server)
+
+
+def server_may_be_configured(cwd: Path | None = None) -> bool:
+    """Whether Prefect may be pointed at a server, told without importing Prefect (≈3 s).
+
+    Conservative: True when PREFECT_API_URL is in the environment, when any Prefect profile
+    names one, or when a file Prefect reads its settings from (prefect.toml, .env, a
+    pyproject.toml with [tool.prefect]) is in the working folder; only then is Prefect asked.
+    """
+    cwd = cwd or Path.cwd()
+    if os.environ.get("PREFECT_API_URL") or os.environ.get("PREFECT_PROFILES_PATH"):
+        return True
+    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    profiles = home / "profiles.toml"
+    if profiles.is_file() and "PREFECT_API_URL" in profiles.read_text(encoding="utf-8", errors="replace"):
+        return True
+    if (cwd / "prefect.toml").is_file() or (cwd / ".env").is_file():
+        return True
+    pyproject = cwd / "pyproject.toml"
+    return pyproject.is_file() and "[tool.prefect" in pyproject.read_text(encoding="utf-8", errors="replace")
 
 
 def _free_port() -> int:
