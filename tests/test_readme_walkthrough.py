@@ -74,7 +74,8 @@ def sweep_file(blocks: list[str]) -> tuple[str, str]:
 
 
 def item_example(blocks: list[str]) -> str:
-    return block(blocks, "item", lambda b: b.startswith("---\n") and "\nQuestion:\n" in b)
+    # the one-question example (the section's Conversations part shows a two-question one)
+    return block(blocks, "item", lambda b: b.startswith("---\n") and b.count("\nQuestion:\n") == 1)
 
 
 def lay_out(ws: Path, blocks: list[str], world, endpoint: str) -> None:

@@ -18,12 +18,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from mergeval.core.errors import Problem
 from mergeval.core.workspace import Workspace
 from mergeval.inputs.items import ITEM_SUFFIXES, item_files, read_item, read_items
 from mergeval.inputs.recipes import RECIPE_SUFFIXES, read_recipes, recipe_files
+from mergeval.inputs.strict_yaml import load_yaml_documents
 
 CheckSpace = Callable[[Path], list[Problem]]  # a search space's problems (search/space.read_space)
 
@@ -37,12 +36,13 @@ def validate_paths(paths: list[Path], workspace: Workspace, check_space: CheckSp
 
 def is_search_space(path: Path) -> bool:
     """Does this YAML file hold a {search: ...} range or a {choose: ...} choice? (No mergekit
-    recipe has either key. A file that does not parse is a recipe: its reader names the line.)"""
+    recipe has either key. A file that does not parse, or that the strict reader refuses (an
+    alias bomb, nesting too deep), is a recipe: its reader names the line.)"""
     try:
-        docs = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        docs = load_yaml_documents(path.read_text(encoding="utf-8"), path)
+    except (OSError, UnicodeDecodeError):
         return False
-    return any(_has_mark(d) for d in docs)
+    return all(d.ok for d in docs) and any(_has_mark(d.data) for d in docs)
 
 
 def _has_mark(node: Any) -> bool:
