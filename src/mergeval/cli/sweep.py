@@ -147,6 +147,7 @@ def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> 
 
     request = sweep_request(ctx, pool=pool, overlap=False if sequential else None, **options)
     prefect_defaults(request.ws)
+    plan = None
     if finished_runs(request.ws.reports) and not server_may_be_configured():
         # Most likely a re-run: plan first (remembered checks import no mergekit), and if
         # nothing is left, rank without importing Prefect at all (≈3 s of a ≈10 s re-run).
@@ -156,7 +157,7 @@ def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> 
             return
     try:
         with prefect_server_starting() as server:  # on the other core, while the inputs are checked
-            plan = check_sweep_inputs(request)
+            plan = plan or check_sweep_inputs(request)
             if server.temporary and stages.nothing_left(plan):
                 raise NothingLeft  # the server is stopped at once: nobody could watch it
             check_judge(plan)
