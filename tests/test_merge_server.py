@@ -66,6 +66,22 @@ def test_a_killed_client_takes_its_server_and_the_merge_in_progress_with_it(tiny
     wait_for(lambda: not alive(server) and not alive(merge), timeout=10)
 
 
+def test_closing_a_server_mid_merge_stops_the_merge_too(tiny_ws):
+    """What run_merge does when its caller is interrupted (Ctrl-C): no merge left running, orphaned."""
+    build(load_recipe(write_recipe(tiny_ws, "ties", TIES), tiny_ws), tiny_ws)
+    server = merge_server._idle[-1]
+    config = tiny_ws.root / "c.yaml"
+    config.write_text(TIES)
+    thread = threading.Thread(target=lambda: merge_server.run_merge([str(config), str(tiny_ws.root / "o")]))
+    thread.start()
+    wait_for(lambda: children(server.proc.pid))
+    merge = children(server.proc.pid)[0]
+    server.close()
+    assert not alive(merge)  # reaped by its server before close() returned, not left to finish
+    thread.join(timeout=60)
+    assert server.proc.poll() is not None
+
+
 def children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

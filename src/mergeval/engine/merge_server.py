@@ -80,9 +80,15 @@ class _Server:
         return int(json.loads(ended)["returncode"]), output
 
     def close(self) -> None:
+        """Stop the server and any merge it is running. Closing its stdin is what makes it kill
+        the merge (serve's EOF path); a SIGKILL first would leave that merge running, orphaned."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 _idle: list[_Server] = []
