@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
@@ -141,7 +142,7 @@ def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> 
     A re-run that finds every answer and grade saved, with no Prefect server configured, only
     ranks and writes the run folder: Prefect's temporary server would show it to no one.
     """
-    from mergeval.engine import stages
+    from mergeval.engine import merge_server, stages
     from mergeval.orchestration.early_server import prefect_server_starting, server_may_be_configured
     from mergeval.runs.lookup import finished_runs
 
@@ -157,9 +158,11 @@ def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> 
             return
     try:
         with prefect_server_starting() as server:  # on the other core, while the inputs are checked
-            plan = plan or check_sweep_inputs(request)
+            plan = plan or plan_while_prefect_loads(request)
             if server.temporary and stages.nothing_left(plan):
                 raise NothingLeft  # the server is stopped at once: nobody could watch it
+            if not request.pool and any(stages.needs_build(plan, c) for c in plan.candidates):
+                merge_server.warm()  # mergekit's import, on the other core, while Prefect starts
             check_judge(plan)
             flow = load_flow(request.ws)
     except NothingLeft:
@@ -167,6 +170,20 @@ def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> 
     else:
         outcome = flow(**request.parameters(), return_state=True).result(raise_on_failure=False)
     report_outcome(outcome, "sweep")
+
+
+def plan_while_prefect_loads(request):
+    """check_sweep_inputs in a thread while this one imports Prefect and the flow: a recipe
+    checked for the first time waits for the merge server's imports (merge_server.call), and
+    Prefect's import fills that wait instead of following it."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        planning = pool.submit(check_sweep_inputs, request)
+        load_flow(request.ws)
+        if not planning.done() and request.generation.backend == "transformers":
+            # still waiting: what this process loads models with next (the answers, a local judge)
+            import transformers.modeling_utils  # noqa: F401
+            import transformers.models.auto.tokenization_auto  # noqa: F401
+        return planning.result()  # bad input: its SystemExit (status 2) or usage error, raised here
 
 
 class NothingLeft(Exception):

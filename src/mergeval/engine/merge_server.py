@@ -2,6 +2,8 @@
 
     from mergeval.engine import merge_server
     returncode, log = merge_server.run_merge(["CONFIG.yaml", "OUT_DIR", "--seed", "0"])
+    checked = merge_server.call(check_recipe, doc, workspace)   # anything that needs mergekit
+    merge_server.warm()                                          # start importing now: merges follow
 
 A merge needs a process of its own: mergekit's loader cache, random seed, thread count and
 logging are process-global (merge_worker.py). But a fresh interpreter spends ≈7 s of a 2-core
@@ -11,14 +13,20 @@ imports them once, and forks a child per merge from that state, which no merge h
 merge still runs in a process of its own, minus the imports. The server is single-threaded and
 never initialises CUDA, which is what makes forking it safe.
 
+The recipe checks need mergekit's schema and registry, so they run in the server too (`call`):
+a sweep's own process then never imports mergekit, and a first sweep pays for the import once,
+on the other core, while Prefect starts.
+
 A server serves the environment it was started with (modules read HF_HOME and the like when
-imported), so a changed os.environ gets a new server. The server exits when its client does
+imported), so a changed os.environ gets a new server; what a sweep's process sets for itself
+as it runs (Prefect's settings, torch's cache folder) does not count (_NOT_IMPORT_ENV). The server exits when its client does
 (its stdin closes), killing a merge in progress. MERGEVAL_MERGE_FORK=0 runs each merge in a fresh
 interpreter instead, as before.
 
-Protocol, one JSON object per line: the client sends {"argv", "log", "cwd", "env"}; the server
-answers {"pid"} when the merge starts and {"returncode"} when it ends; the merge's stdout and
-stderr go to the file "log".
+Protocol, one JSON object per line: the client sends {"argv", "log", "cwd", "env"} (or, for a
+call, {"call", "result", ...}: pickle files of the function with its arguments, and of what it
+returned or raised); the server answers {"pid"} when the child starts and {"returncode"} when it
+ends; the child's stdout and stderr go to the file "log".
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import pickle
 import select
 import signal
 import subprocess
@@ -57,17 +66,76 @@ def run_merge(argv: list[str]) -> tuple[int, str]:
     return returncode, log
 
 
+def call(fn, *args):
+    """fn(*args) in a child of the server, whose imports (mergekit's above all) are done: what
+    it returns, or the exception it raised. `fn` must be a module-level function and the
+    arguments and result picklable. Here, in this process, when forking is off."""
+    if not forking_enabled():
+        return fn(*args)
+    server = _take_server()
+    try:
+        outcome = server.call(fn, args)
+    except BaseException:
+        server.close()
+        raise
+    _give_back(server)
+    if outcome[0] == "raised":
+        raise outcome[1]
+    return outcome[1]
+
+
+def warm() -> None:
+    """Start a server now, if none is idle, so that its imports run while this process does
+    other things (a sweep: Prefect's start) instead of when the first merge asks for it."""
+    if forking_enabled():
+        _give_back(_take_server())
+
+
+class ServerDied(RuntimeError):
+    """The server, or the child running a call, died before it answered (killed, out of memory)."""
+
+
+# Set in the client's process after its server started, and read by nothing the server imports:
+# Prefect's settings (a sweep sets its API URL as it starts), the cache folder torch sets for
+# itself when it first compiles (its server's torch sets its own), and the test pytest is in.
+_NOT_IMPORT_ENV = ("PREFECT_", "TORCHINDUCTOR_CACHE_DIR", "PYTEST_CURRENT_TEST")
+
+
+def _import_env(env: dict) -> dict:
+    """What of an environment a server depends on, as its modules were imported under it."""
+    return {k: v for k, v in env.items() if not k.startswith(_NOT_IMPORT_ENV)}
+
+
 class _Server:
     def __init__(self) -> None:
         self.env = dict(os.environ)
         self.proc = subprocess.Popen([sys.executable, "-m", "mergeval.engine.merge_server"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=self.env)
 
+    def serves(self, env: dict) -> bool:
+        return _import_env(self.env) == _import_env(env) and self.proc.poll() is None
+
     def merge(self, argv: list[str]) -> tuple[int, str]:
+        returncode, output = self._run({"argv": argv})
+        return (-9, output + "\nthe merge server process died") if returncode is None else (returncode, output)
+
+    def call(self, fn, args: tuple) -> tuple:
+        """("returned", value) or ("raised", exception) from fn(*args) in a child."""
+        with tempfile.TemporaryDirectory(prefix="mergeval-call-") as tmp:
+            given, result = Path(tmp) / "call.pickle", Path(tmp) / "result.pickle"
+            given.write_bytes(pickle.dumps((fn, args)))
+            returncode, output = self._run({"call": str(given), "result": str(result)})
+            if returncode != 0 or not result.exists():
+                raise ServerDied(f"{fn.__qualname__} died in the merge server's child "
+                                 f"(exit status {returncode}):\n{output[-3000:]}")
+            return pickle.loads(result.read_bytes())
+
+    def _run(self, request: dict) -> tuple[int | None, str]:
+        """Send one request and wait for its child: (exit status or None if the server died, output)."""
         fd, log = tempfile.mkstemp(prefix="mergeval-merge-", suffix=".log")
         os.close(fd)
         try:
-            request = {"argv": argv, "log": log, "cwd": os.getcwd(), "env": self.env}
+            request = {**request, "log": log, "cwd": os.getcwd(), "env": dict(os.environ)}
             self.proc.stdin.write(json.dumps(request) + "\n")
             self.proc.stdin.flush()
             started, ended = self.proc.stdout.readline(), self.proc.stdout.readline()
@@ -76,7 +144,7 @@ class _Server:
             os.unlink(log)
         if not started or not ended:  # the server itself died (killed, out of memory)
             self.close()
-            return -9, output + "\nthe merge server process died"
+            return None, output
         return int(json.loads(ended)["returncode"]), output
 
     def close(self) -> None:
@@ -100,7 +168,7 @@ def _take_server() -> _Server:
         env = dict(os.environ)
         for server in list(_idle):
             _idle.remove(server)
-            if server.env == env and server.proc.poll() is None:
+            if server.serves(env):
                 return server
             server.close()  # started under another environment, or dead
     return _Server()
@@ -147,9 +215,12 @@ def _child(request: dict) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        from mergeval.engine import merge_worker
+        if "call" in request:
+            returncode = _called(request)
+        else:
+            from mergeval.engine import merge_worker
 
-        returncode = merge_worker.main(request["argv"]) or 0  # looked up now: tests may wrap it
+            returncode = merge_worker.main(request["argv"]) or 0  # looked up now: tests may wrap it
     except SystemExit as e:
         returncode = e.code if isinstance(e.code, int) else 1
     except BaseException:
@@ -158,6 +229,22 @@ def _child(request: dict) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(returncode)
+
+
+def _called(request: dict) -> int:
+    """A call's child: run it, pickle what it returned or raised (a traceback's text when the
+    exception itself will not pickle)."""
+    fn, args = pickle.loads(Path(request["call"]).read_bytes())
+    try:
+        outcome = ("returned", fn(*args))
+    except Exception as e:
+        outcome = ("raised", e)
+    try:
+        data = pickle.dumps(outcome)
+    except Exception:
+        data = pickle.dumps(("raised", RuntimeError("".join(traceback.format_exception(outcome[1])))))
+    Path(request["result"]).write_bytes(data)
+    return 0
 
 
 def _wait(pid: int) -> int:

@@ -31,6 +31,7 @@ from typing import Any
 
 from mergeval.core.errors import InputError, Problem
 from mergeval.core.workspace import Workspace
+from mergeval.engine import merge_server
 from mergeval.inputs.check_memo import checked_with_memo
 from mergeval.inputs.moe_checks import check_moe, is_moe
 from mergeval.inputs.recipe_checks import STAGE_REF, check_recipe
@@ -190,9 +191,8 @@ def read_recipe(path: Path, workspace: Workspace, inside: Path | None = None, me
             return None, found
         if texts:  # read as the stages of the recipes it names, then its own
             kind, key_text = "multi-stage", "\n---\n".join([text] + texts)
-    check = {"plain": lambda: check_recipe(doc, workspace), "moe": lambda: check_moe(doc, workspace),
-             "multi-stage": lambda: check_stages(docs, workspace)}[kind]
-    checked = checked_with_memo(key_text, workspace, check, memos)
+    # in the merge server (merge_server.call): this process need not import mergekit
+    checked = checked_with_memo(key_text, workspace, lambda: merge_server.call(check_kind, kind, docs, workspace), memos)
     problems = sorted([p for d in docs for p in d.problems] + checked.problems, key=lambda p: p.line or 0)
     if problems:
         return None, problems
@@ -217,6 +217,13 @@ def read_recipe(path: Path, workspace: Workspace, inside: Path | None = None, me
         ),
         [],
     )
+
+
+def check_kind(kind: str, docs: list[YamlDoc], workspace: Workspace):
+    """The checks of one kind of recipe (recipe_checks.py, moe_checks.py, stages_checks.py)."""
+    if kind == "multi-stage":
+        return check_stages(docs, workspace)
+    return (check_moe if kind == "moe" else check_recipe)(docs[0], workspace)
 
 
 def _source_names(located, workspace: Workspace) -> tuple[tuple[Path, str], ...]:

@@ -36,6 +36,7 @@ import yaml
 from mergeval.core.errors import InputError, Problem
 from mergeval.core.hashing import content_hash
 from mergeval.core.workspace import Workspace
+from mergeval.engine import merge_server
 from mergeval.inputs.strict_yaml import YamlDoc, load_yaml, unknown_key_problems
 from mergeval.inputs.text_files import read_text_file
 
@@ -277,7 +278,8 @@ def read_space(path: Path, workspace: Workspace) -> tuple[Space | None, list[Pro
     if not parser.dims:
         return None, [Problem(path, 1, "no {search: [low, high]} range or {choose: [...]} choice: this is a "
                                        "plain recipe (sweep it) not a search space")]
-    sources, problems = _check_instances(doc, tree, parser.dims, workspace)
+    # in the merge server, which has mergekit imported for the trials' builds anyway
+    sources, problems = merge_server.call(_check_instances, doc, tree, parser.dims, workspace)
     if problems:
         return None, problems
     return Space(path, text, tree, tuple(parser.dims), tuple(sources)), []
