@@ -127,3 +127,15 @@ def _is_merge_server(pid: str) -> bool:
     except OSError:
         return False
     return b"mergeval.engine.merge_server" in cmd and parent == os.getpid() and alive(int(pid))
+
+
+
+def test_a_call_runs_in_a_child_of_the_server_and_brings_back_its_result_or_its_exception():
+    import json
+
+    pid = merge_server.call(os.getpid)
+    assert pid != os.getpid()  # forked from the server, not run here
+    assert merge_server.call(json.loads, '{"a": [1, 2]}') == {"a": [1, 2]}
+    with pytest.raises(json.JSONDecodeError):  # raised in the child, re-raised here as itself
+        merge_server.call(json.loads, "{not json")
+    assert merge_server.call(os.getpid) != pid  # one child per call: nothing carries over
