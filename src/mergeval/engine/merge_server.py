@@ -19,8 +19,8 @@ on the other core, while Prefect starts.
 
 A server serves the environment it was started with (modules read HF_HOME and the like when
 imported), so a changed os.environ gets a new server; what a sweep's process sets for itself
-as it runs (Prefect's settings, torch's cache folder) does not count (_NOT_IMPORT_ENV). The server exits when its client does
-(its stdin closes), killing a merge in progress. MERGEVAL_MERGE_FORK=0 runs each merge in a fresh
+as it runs (Prefect's settings, torch's cache folder) does not count (_NOT_IMPORT_ENV). The
+server exits when its client does (its stdin closes), killing a merge in progress. MERGEVAL_MERGE_FORK=0 runs each merge in a fresh
 interpreter instead, as before.
 
 Protocol, one JSON object per line: the client sends {"argv", "log", "cwd", "env"} (or, for a
@@ -56,14 +56,7 @@ def run_merge(argv: list[str]) -> tuple[int, str]:
     if not forking_enabled():
         proc = subprocess.run([sys.executable, "-m", WORKER, *argv], capture_output=True, text=True)
         return proc.returncode, proc.stderr
-    server = _take_server()
-    try:
-        returncode, log = server.merge(argv)
-    except BaseException:
-        server.close()  # the merge is killed with it: an interrupted build leaves nothing running
-        raise
-    _give_back(server)
-    return returncode, log
+    return _on_a_server(lambda server: server.merge(argv))
 
 
 def call(fn, *args):
@@ -72,16 +65,22 @@ def call(fn, *args):
     arguments and result picklable. Here, in this process, when forking is off."""
     if not forking_enabled():
         return fn(*args)
-    server = _take_server()
-    try:
-        outcome = server.call(fn, args)
-    except BaseException:
-        server.close()
-        raise
-    _give_back(server)
+    outcome = _on_a_server(lambda server: server.call(fn, args))
     if outcome[0] == "raised":
         raise outcome[1]
     return outcome[1]
+
+
+def _on_a_server(use):
+    """use(an idle server, or a new one), then give it back for the next request."""
+    server = _take_server()
+    try:
+        result = use(server)
+    except BaseException:
+        server.close()  # its child is killed with it: an interrupted build leaves nothing running
+        raise
+    _give_back(server)
+    return result
 
 
 def warm() -> None:
