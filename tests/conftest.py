@@ -40,6 +40,17 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="mergeval-prefect-")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.pop("PREFECT_API_URL", None)
+# Merge servers (engine/merge_server.py) outlive the command that started them, so sweeps in a
+# row share one; a test session's are gone soon after it, not five minutes later.
+os.environ.setdefault("MERGEVAL_MERGE_SERVER_IDLE_S", "60")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _stop_merge_server():
+    yield
+    from mergeval.engine import merge_server
+
+    merge_server.shutdown()
 
 
 def tiny_zoo_workspace(root: Path) -> Workspace:

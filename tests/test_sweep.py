@@ -5,8 +5,6 @@ Every sweep here is a real `mergeval sweep` process with its own embedded Prefec
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.sweep_helpers import (
@@ -106,7 +104,8 @@ def test_kill_and_resume_matches_an_uninterrupted_sweep(world, baseline, tmp_pat
     kill_points = {
         "mid-answer": partly_written(state / "answers", N_ITEMS),
         "mid-grade": partly_written(state / "grades", N_ITEMS),
-        "mid-merge": lambda: any((state / "models").glob(".tmp-*")) and time.sleep(1.0) is None,
+        # at once: a warm merge server finishes a tiny merge in under a second
+        "mid-merge": lambda: any((state / "models").glob(".tmp-*")),
     }
     for point, condition in kill_points.items():
         before_answers = line_counts(state / "answers")

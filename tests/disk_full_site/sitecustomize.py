@@ -1,7 +1,7 @@
 """A full disk inside merges (tests/disk_faults.py), for tests that put this folder on PYTHONPATH.
 
 Python runs this file at start-up in every process. It acts only where merges run: in a merge
-server (`python -m mergeval.engine.merge_server`, which forks each merge from itself) it wraps
+server (`python -m mergeval.engine.merge_daemon`, which forks each merge from itself) it wraps
 merge_worker.main, so each forked merge installs the fault; in `python -m
 mergeval.engine.merge_worker CONFIG OUT` (MERGEVAL_MERGE_FORK=0) it installs it at once. Only a
 merge whose config names MERGEVAL_TEST_FULL_DISK_RECIPE (any merge if unset) is hit, giving OUT
@@ -39,7 +39,7 @@ def _hit(config: str) -> bool:
 argv = getattr(sys, "orig_argv", [])
 if "mergeval.engine.merge_worker" in argv and _hit(argv[argv.index("mergeval.engine.merge_worker") + 1]):
     _fill_disk_under(argv[argv.index("mergeval.engine.merge_worker") + 2])
-elif "mergeval.engine.merge_server" in argv:
+elif "mergeval.engine.merge_daemon" in argv:
     from mergeval.engine import merge_worker
 
     _merge = merge_worker.main

@@ -1,4 +1,4 @@
-"""Merges forked from one pre-imported process: torch and mergekit load once per sweep, not once per merge.
+"""Merges forked from one pre-imported process: torch and mergekit load once, not once per merge.
 
     from mergeval.engine import merge_server
     returncode, log = merge_server.run_merge(["CONFIG.yaml", "OUT_DIR", "--seed", "0"])
@@ -6,45 +6,49 @@
     merge_server.warm()                                          # start importing now: merges follow
 
 A merge needs a process of its own: mergekit's loader cache, random seed, thread count and
-logging are process-global (merge_worker.py). But a fresh interpreter spends ≈7 s of a 2-core
+logging are process-global (merge_worker.py). But a fresh interpreter spends ≈10 s of a 2-core
 machine importing torch, transformers, peft and mergekit before it merges anything, more than a
-toy merge itself takes. So one server process (`python -m mergeval.engine.merge_server`)
-imports them once, and forks a child per merge from that state, which no merge has touched: each
-merge still runs in a process of its own, minus the imports. The server is single-threaded and
-never initialises CUDA, which is what makes forking it safe.
+toy merge itself takes. So a server process (merge_daemon.py) imports them once and forks a
+child per merge from that state, which no merge has touched: each merge still runs in a process
+of its own, minus the imports.
 
-The recipe checks need mergekit's schema and registry, so they run in the server too (`call`):
-a sweep's own process then never imports mergekit, and a first sweep pays for the import once,
-on the other core, while Prefect starts.
+The server outlives the command that started it by MERGEVAL_MERGE_SERVER_IDLE_S seconds (300)
+of idleness, so the next command (a re-run, a validate, the next sweep, the next trial of a
+search) finds mergekit imported; a client that goes away mid-merge (Ctrl-C, SIGKILL) still
+takes its merge with it. The recipe checks need mergekit's schema and registry, so they run in
+the server too (`call`): a sweep's own process never imports mergekit.
 
 A server serves the environment it was started with (modules read HF_HOME and the like when
-imported), so a changed os.environ gets a new server; what a sweep's process sets for itself
-as it runs (Prefect's settings, torch's cache folder) does not count (_NOT_IMPORT_ENV). The
-server exits when its client does (its stdin closes), killing a merge in progress. MERGEVAL_MERGE_FORK=0 runs each merge in a fresh
-interpreter instead, as before.
+imported) and the code it imported: its socket is named by both, so a changed environment or
+an edited mergeval gets a server of its own, and the stale one idles out. What a sweep's
+process sets for itself as it runs (Prefect's settings, torch's cache folder) does not count
+(_NOT_IMPORT_ENV). Sockets live in a folder only their user can open (a request runs code).
+MERGEVAL_MERGE_FORK=0 runs each merge in a fresh interpreter instead, and calls in this process.
 
-Protocol, one JSON object per line: the client sends {"argv", "log", "cwd", "env"} (or, for a
-call, {"call", "result", ...}: pickle files of the function with its arguments, and of what it
-returned or raised); the server answers {"pid"} when the child starts and {"returncode"} when it
-ends; the child's stdout and stderr go to the file "log".
+Protocol, one JSON object per line over the socket: the client sends {"argv", "log", "cwd",
+"env"} (or, for a call, {"call", "result", ...}: pickle files of the function with its
+arguments, and of what it returned or raised); the server answers {"pid", "server"} when the
+child starts and {"returncode"} when it ends; the child's stdout and stderr go to the file "log".
 """
 
 from __future__ import annotations
 
-import atexit
+import fcntl
+import hashlib
+import importlib.util
 import json
 import os
 import pickle
-import select
-import signal
+import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import traceback
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 WORKER = "mergeval.engine.merge_worker"
+DEFAULT_IDLE_S = 300
 
 
 def forking_enabled() -> bool:
@@ -56,7 +60,8 @@ def run_merge(argv: list[str]) -> tuple[int, str]:
     if not forking_enabled():
         proc = subprocess.run([sys.executable, "-m", WORKER, *argv], capture_output=True, text=True)
         return proc.returncode, proc.stderr
-    return _on_a_server(lambda server: server.merge(argv))
+    returncode, output = _request({"argv": argv})
+    return (-9, output + "\nthe merge server process died") if returncode is None else (returncode, output)
 
 
 def call(fn, *args):
@@ -65,29 +70,49 @@ def call(fn, *args):
     arguments and result picklable. Here, in this process, when forking is off."""
     if not forking_enabled():
         return fn(*args)
-    outcome = _on_a_server(lambda server: server.call(fn, args))
+    with tempfile.TemporaryDirectory(prefix="mergeval-call-") as tmp:
+        given, result = Path(tmp) / "call.pickle", Path(tmp) / "result.pickle"
+        given.write_bytes(pickle.dumps((fn, args)))
+        returncode, output = _request({"call": str(given), "result": str(result)})
+        if returncode != 0 or not result.exists():
+            raise ServerDied(f"{fn.__qualname__} died in the merge server's child "
+                             f"(exit status {returncode}):\n{output[-3000:]}")
+        outcome = pickle.loads(result.read_bytes())
     if outcome[0] == "raised":
         raise outcome[1]
     return outcome[1]
 
 
-def _on_a_server(use):
-    """use(an idle server, or a new one), then give it back for the next request."""
-    server = _take_server()
-    try:
-        result = use(server)
-    except BaseException:
-        server.close()  # its child is killed with it: an interrupted build leaves nothing running
-        raise
-    _give_back(server)
-    return result
-
-
 def warm() -> None:
-    """Start a server now, if none is idle, so that its imports run while this process does
-    other things (a sweep: Prefect's start) instead of when the first merge asks for it."""
+    """Start a server now, if none is running for this environment, so that its imports run
+    while this process does other things (a sweep: Prefect's start) instead of when the first
+    merge asks for it."""
     if forking_enabled():
-        _give_back(_take_server())
+        with _connected():
+            pass
+
+
+def server_pid() -> int | None:
+    """The pid of the server for this environment, if one is running (none is started)."""
+    try:
+        with _connection(socket_path()) as conn:
+            return int(_send(conn, {"ping": True})[0]["server"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def shutdown() -> None:
+    """Stop the server for this environment, if one runs (a benchmark's first run, a test
+    session's end); merges in progress finish for their clients."""
+    path = socket_path()
+    try:
+        with _connection(path) as conn:
+            _send(conn, {"shutdown": True}, answers=0)
+    except OSError:
+        return
+    deadline = time.monotonic() + 30
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 class ServerDied(RuntimeError):
@@ -96,8 +121,11 @@ class ServerDied(RuntimeError):
 
 # Set in the client's process after its server started, and read by nothing the server imports:
 # Prefect's settings (a sweep sets its API URL as it starts), the cache folder torch sets for
-# itself when it first compiles (its server's torch sets its own), and the test pytest is in.
-_NOT_IMPORT_ENV = ("PREFECT_", "TORCHINDUCTOR_CACHE_DIR", "PYTEST_CURRENT_TEST")
+# itself when it first compiles (its server's torch sets its own), the test pytest is in, how
+# long a server waits for work (given to it on its command line), and a terminal's size (which
+# some shells export and pytest removes).
+_NOT_IMPORT_ENV = ("PREFECT_", "TORCHINDUCTOR_CACHE_DIR", "PYTEST_CURRENT_TEST", "MERGEVAL_MERGE_SERVER_IDLE_S",
+                   "LINES", "COLUMNS")
 
 
 def _import_env(env: dict) -> dict:
@@ -105,159 +133,116 @@ def _import_env(env: dict) -> dict:
     return {k: v for k, v in env.items() if not k.startswith(_NOT_IMPORT_ENV)}
 
 
-class _Server:
-    def __init__(self) -> None:
-        self.env = dict(os.environ)
-        self.proc = subprocess.Popen([sys.executable, "-m", "mergeval.engine.merge_server"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env=self.env)
-
-    def serves(self, env: dict) -> bool:
-        return _import_env(self.env) == _import_env(env) and self.proc.poll() is None
-
-    def merge(self, argv: list[str]) -> tuple[int, str]:
-        returncode, output = self._run({"argv": argv})
-        return (-9, output + "\nthe merge server process died") if returncode is None else (returncode, output)
-
-    def call(self, fn, args: tuple) -> tuple:
-        """("returned", value) or ("raised", exception) from fn(*args) in a child."""
-        with tempfile.TemporaryDirectory(prefix="mergeval-call-") as tmp:
-            given, result = Path(tmp) / "call.pickle", Path(tmp) / "result.pickle"
-            given.write_bytes(pickle.dumps((fn, args)))
-            returncode, output = self._run({"call": str(given), "result": str(result)})
-            if returncode != 0 or not result.exists():
-                raise ServerDied(f"{fn.__qualname__} died in the merge server's child "
-                                 f"(exit status {returncode}):\n{output[-3000:]}")
-            return pickle.loads(result.read_bytes())
-
-    def _run(self, request: dict) -> tuple[int | None, str]:
-        """Send one request and wait for its child: (exit status or None if the server died, output)."""
-        fd, log = tempfile.mkstemp(prefix="mergeval-merge-", suffix=".log")
-        os.close(fd)
-        try:
-            request = {**request, "log": log, "cwd": os.getcwd(), "env": dict(os.environ)}
-            self.proc.stdin.write(json.dumps(request) + "\n")
-            self.proc.stdin.flush()
-            started, ended = self.proc.stdout.readline(), self.proc.stdout.readline()
-            output = Path(log).read_text(encoding="utf-8", errors="replace")
-        finally:
-            os.unlink(log)
-        if not started or not ended:  # the server itself died (killed, out of memory)
-            self.close()
-            return None, output
-        return int(json.loads(ended)["returncode"]), output
-
-    def close(self) -> None:
-        """Stop the server and any merge it is running. Closing its stdin is what makes it kill
-        the merge (serve's EOF path); a SIGKILL first would leave that merge running, orphaned."""
-        if self.proc.poll() is None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def socket_path() -> str:
+    """This environment's and this code's server: a name that changes with either."""
+    stamp = hashlib.sha256(json.dumps([sys.executable, sorted(_import_env(dict(os.environ)).items()),
+                                       _code_stamp()]).encode()).hexdigest()[:16]
+    return str(_private_folder() / f"merge-{stamp}.sock")
 
 
-_idle: list[_Server] = []
-_lock = threading.Lock()
+def _code_stamp() -> list:
+    """Sizes and times of the code a server imports: mergeval's files, and the installed
+    mergekit and torch (an upgrade, or an edit of a merge method, gets a new server)."""
+    import mergeval
+
+    files = sorted(Path(mergeval.__file__).parent.rglob("*.py"))
+    for package in ("mergekit", "torch"):
+        spec = importlib.util.find_spec(package)
+        if spec and spec.origin:
+            files.append(Path(spec.origin))
+    return [(str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files]
 
 
-def _take_server() -> _Server:
-    with _lock:
-        env = dict(os.environ)
-        for server in list(_idle):
-            _idle.remove(server)
-            if server.serves(env):
-                return server
-            server.close()  # started under another environment, or dead
-    return _Server()
+def _private_folder() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    if len(base) > 60:  # a socket's path has room for about 100 bytes
+        base = "/tmp"
+    folder = Path(base) / f"mergeval-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    st = folder.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise RuntimeError(f"{folder} must belong to you alone (mode 700): whoever can open it can run "
+                           "code as you through the merge server; remove it or chmod 700 it")
+    return folder
 
 
-def _give_back(server: _Server) -> None:
-    with _lock:
-        _idle.append(server)
-
-
-@atexit.register
-def _close_all() -> None:
-    for server in _idle:
-        server.close()
-
-
-# --- the server process -------------------------------------------------------------------------
-
-def serve() -> None:
-    import mergekit.config  # noqa: F401  what every merge imports: the point of the server
-    import mergekit.merge  # noqa: F401
-    import mergekit.scripts.moe  # noqa: F401
-    import torch  # noqa: F401
-
-    from mergeval.engine import merge_worker  # noqa: F401
-
-    for line in iter(sys.stdin.buffer.readline, b""):
-        request = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            _child(request)
-        print(json.dumps({"pid": pid}), flush=True)
-        print(json.dumps({"returncode": _wait(pid)}), flush=True)
-
-
-def _child(request: dict) -> None:
-    """In the forked process: become the merge the request asks for, then exit with its status."""
-    returncode = 1
+@contextmanager
+def _connection(path: str):
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # the server's requests are not ours to read
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        if "call" in request:
-            returncode = _called(request)
-        else:
-            from mergeval.engine import merge_worker
-
-            returncode = merge_worker.main(request["argv"]) or 0  # looked up now: tests may wrap it
-    except SystemExit as e:
-        returncode = e.code if isinstance(e.code, int) else 1
-    except BaseException:
-        traceback.print_exc()
+        conn.connect(path)
+        yield conn
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(returncode)
+        conn.close()  # mid-request (an interrupted client): the server kills the request's child
 
 
-def _called(request: dict) -> int:
-    """A call's child: run it, pickle what it returned or raised (a traceback's text when the
-    exception itself will not pickle)."""
-    fn, args = pickle.loads(Path(request["call"]).read_bytes())
+@contextmanager
+def _connected():
+    """A connection to this environment's server, started first if none answers."""
+    conn = _connect_or_start(socket_path())
     try:
-        outcome = ("returned", fn(*args))
-    except Exception as e:
-        outcome = ("raised", e)
+        yield conn
+    finally:
+        conn.close()
+
+
+def _connect_or_start(path: str) -> socket.socket:
+    for _ in range(3):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(path)
+            return conn
+        except (FileNotFoundError, ConnectionRefusedError):
+            conn.close()
+            _start(path)
+    raise ServerDied(f"no merge server answers at {path}:\n{_server_log(path)}")
+
+
+def _start(path: str) -> None:
+    """Start a server at `path` unless another client just did; a socket nobody listens on
+    any more (its server was killed) is removed first."""
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with _connection(path):
+                return  # started by another client meanwhile
+        except (FileNotFoundError, ConnectionRefusedError):
+            pass
+        Path(path).unlink(missing_ok=True)
+        idle = os.environ.get("MERGEVAL_MERGE_SERVER_IDLE_S", str(DEFAULT_IDLE_S))
+        with open(path + ".log", "w") as log:  # returns once the socket takes connections
+            subprocess.run([sys.executable, "-m", "mergeval.engine.merge_daemon", path, idle],
+                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _server_log(path: str) -> str:
     try:
-        data = pickle.dumps(outcome)
-    except Exception:
-        data = pickle.dumps(("raised", RuntimeError("".join(traceback.format_exception(outcome[1])))))
-    Path(request["result"]).write_bytes(data)
-    return 0
+        return Path(path + ".log").read_text(encoding="utf-8", errors="replace")[-3000:]
+    except OSError:
+        return ""
 
 
-def _wait(pid: int) -> int:
-    """The merge's exit status; if the client goes away meanwhile, kill the merge and exit."""
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        readable, _, _ = select.select([sys.stdin], [], [], 0.2)
-        if readable and not sys.stdin.buffer.peek(1):  # EOF: the client died
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            sys.exit(0)
+def _send(conn: socket.socket, request: dict, answers: int = 1) -> list[dict]:
+    conn.sendall(json.dumps(request).encode() + b"\n")
+    reader = conn.makefile("rb")
+    lines = [reader.readline() for _ in range(answers)]
+    return [json.loads(line) for line in lines if line]
 
 
-if __name__ == "__main__":
-    serve()
+def _request(request: dict) -> tuple[int | None, str]:
+    """Send one request and wait for its child: (exit status or None if the server or the
+    request's handler died, output)."""
+    fd, log = tempfile.mkstemp(prefix="mergeval-merge-", suffix=".log")
+    os.close(fd)
+    try:
+        with _connected() as conn:
+            try:
+                answers = _send(conn, {**request, "log": log, "cwd": os.getcwd(), "env": dict(os.environ)}, answers=2)
+            except ConnectionError:  # reset: the server died with this request still queued
+                answers = []
+        output = Path(log).read_text(encoding="utf-8", errors="replace")
+    finally:
+        os.unlink(log)
+    if len(answers) < 2:  # the server died before answering, or the request's handler did
+        return None, output + _server_log(socket_path())
+    return int(answers[1]["returncode"]), output
