@@ -35,7 +35,7 @@ os.environ.setdefault("MERGEVAL_THREADS", "1")
 
 from mergeval.answering.settings import GenerationSettings  # noqa: E402
 from mergeval.core.workspace import Workspace  # noqa: E402
-from mergeval.engine import stages  # noqa: E402
+from mergeval.engine import merge_server, stages  # noqa: E402
 from mergeval.engine.build import build  # noqa: E402
 from mergeval.engine.plan import plan_sweep  # noqa: E402
 from mergeval.inputs.recipes import load_recipe  # noqa: E402
@@ -87,7 +87,7 @@ def direct_sweep(ws: Path, overlap: bool) -> None:
 
 
 def run_direct(ws: Workspace, overlap: bool) -> None:
-    plan = plan_sweep(ws, ws.configs / "toy", ws.items / "toy", ws.judge_file, GenerationSettings())
+    plan = plan_importing_transformers(ws)
     if not overlap:
         stages.run_direct(plan)
         return
@@ -122,6 +122,26 @@ def run_direct(ws: Workspace, overlap: bool) -> None:
     stages.finish(plan, list(cands), stats, [], {}, started)
 
 
+def plan_importing_transformers(ws: Workspace):
+    """The sweep's plan, made as `mergeval sweep` makes it: in a thread, while this process imports
+    what it answers with (the CLI imports Prefect there too), so the direct loop gets the same
+    overlap of the merge server's start with this process's imports."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        planning = pool.submit(plan_sweep, ws, ws.configs / "toy", ws.items / "toy", ws.judge_file,
+                               GenerationSettings())
+        import transformers.modeling_utils  # noqa: F401
+        import transformers.models.auto.tokenization_auto  # noqa: F401
+        return planning.result()
+
+
+def cold() -> None:
+    """No merge server left from an earlier run (it outlives its command): a first run pays
+    for mergekit's import, as a user's first sweep of the day does."""
+    merge_server.shutdown()
+
+
 def fresh(world: Path, root: Path, name: str) -> Path:
     return copy_world(world, root / name, with_state=False)
 
@@ -130,6 +150,7 @@ def bench_rerun(world: Path, root: Path, api_url: str | None = None, repeats: in
     """Embedded (api_url None: each command starts a temporary Prefect server) or against a
     running server (how overnight sweeps are meant to run: `mergeval server`)."""
     ws = fresh(world, root, "rerun-server" if api_url else "rerun")
+    cold()
     first = timed(lambda: cli_sweep(ws, api_url))
     again = [timed(lambda: cli_sweep(ws, api_url)) for _ in range(repeats)]  # median: one run is noisy
     rerun = statistics.median(again)
@@ -154,6 +175,7 @@ def bench_prefect_overhead(world: Path, root: Path, repeats: int = 2) -> dict:
                                                 *([] if overlap else ["--sequential"]))),
                     (direct, lambda: direct_sweep(fresh(world, root, f"direct-{mode}{k}"), overlap))]
             for times, run in runs if k % 2 == 0 else runs[::-1]:
+                cold()
                 times.append(timed(run))
         p, d = statistics.median(prefect), statistics.median(direct)
         out[mode] = {"prefect_s": round(p, 2), "direct_s": round(d, 2), "ratio": round(p / d, 3),

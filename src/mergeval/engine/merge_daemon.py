@@ -46,8 +46,12 @@ def main(argv: list[str]) -> None:
     try:
         _import_once()
         _serve(listener, path, inode, idle_s)
-    finally:
-        _unlink_if_ours(path, inode)
+    except SystemExit:  # SIGTERM: shutdown()
+        pass
+    except BaseException:  # its log (the traceback) stays for the client to show
+        _unlink_if_ours(path, inode, (path,))
+        raise
+    _unlink_if_ours(path, inode, (path, path + ".log", path + ".lock"))
 
 
 def _exit_now(signum, frame) -> None:
@@ -75,7 +79,7 @@ def _serve(listener: socket.socket, path: str, inode: int, idle_s: float) -> Non
             last_busy = time.monotonic()
         elif time.monotonic() - last_busy > idle_s:
             break
-    _unlink_if_ours(path, inode)  # new clients start a new server from here on
+    _unlink_if_ours(path, inode, (path,))  # new clients start a new server from here on
     listener.setblocking(False)
     while True:  # a client that connected just before the unlink is still served
         try:
@@ -84,12 +88,20 @@ def _serve(listener: socket.socket, path: str, inode: int, idle_s: float) -> Non
             break
 
 
-def _unlink_if_ours(path: str, inode: int) -> None:
+def _unlink_if_ours(path: str, inode: int, names: tuple[str, ...]) -> None:
+    """Remove the socket (and its log and lock) unless a newer server has taken its name. A
+    client holding the old lock at that moment may start a second server: its bind fails, and
+    it exits (main)."""
     try:
-        if os.stat(path).st_ino == inode:
-            os.unlink(path)
+        if os.stat(path).st_ino != inode:
+            return
     except FileNotFoundError:
-        pass
+        return
+    for name in names:
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
 
 
 def _reaped(pids: set[int]) -> set[int]:
