@@ -7,7 +7,8 @@
 2. batched answering vs one item at a time, answers per second (goal ≥ 4×)
 3. the sweep through Prefect vs the same stage functions called directly, like for like:
    `mergeval sweep --sequential` vs a sequential plain loop, and the overlapped sweep vs the
-   same overlap in plain threads; first runs alternated, medians and every run (goal ≤ 1.10×)
+   same overlap in plain threads; first runs alternated, medians and every run (goal ≤ 1.10×);
+   embedded (a temporary Prefect server per command) and against a running `mergeval server`
 4. the build stage vs `mergekit-yaml` on the same recipe (goal ≤ 1.05×)
 """
 
@@ -163,15 +164,16 @@ def bench_rerun_server(world: Path, root: Path) -> dict:
         return bench_rerun(world, root, api_url=url)
 
 
-def bench_prefect_overhead(world: Path, root: Path, repeats: int = 2) -> dict:
+def bench_prefect_overhead(world: Path, root: Path, repeats: int = 2, api_url: str | None = None) -> dict:
     """Like for like: sequential against sequential, overlapped against overlapped. First runs,
     alternated (which one goes first flips each round), medians and every run: two identical
-    first runs differ by up to ±15 % on this box."""
+    first runs differ by up to ±15 % on this box. api_url: the sweeps run against that server
+    instead of each starting a temporary one."""
     out = {}
     for mode, overlap in (("sequential", False), ("overlapped", True)):
         prefect, direct = [], []
         for k in range(repeats):
-            runs = [(prefect, lambda: cli_sweep(fresh(world, root, f"prefect-{mode}{k}"), None,
+            runs = [(prefect, lambda: cli_sweep(fresh(world, root, f"prefect-{mode}{k}"), api_url,
                                                 *([] if overlap else ["--sequential"]))),
                     (direct, lambda: direct_sweep(fresh(world, root, f"direct-{mode}{k}"), overlap))]
             for times, run in runs if k % 2 == 0 else runs[::-1]:
@@ -181,6 +183,11 @@ def bench_prefect_overhead(world: Path, root: Path, repeats: int = 2) -> dict:
         out[mode] = {"prefect_s": round(p, 2), "direct_s": round(d, 2), "ratio": round(p / d, 3),
                      "prefect_runs_s": [round(x, 2) for x in prefect], "direct_runs_s": [round(x, 2) for x in direct]}
     return out
+
+
+def bench_prefect_overhead_server(world: Path, root: Path) -> dict:
+    with mergeval_server(root) as url:
+        return bench_prefect_overhead(world, root, api_url=url)
 
 
 def bench_batching(world: Path) -> dict:
@@ -242,6 +249,7 @@ def main() -> None:
         "rerun_with_server": lambda: bench_rerun_server(world, root),
         "batching": lambda: bench_batching(world),
         "prefect_vs_direct": lambda: bench_prefect_overhead(world, root),
+        "prefect_vs_direct_with_server": lambda: bench_prefect_overhead_server(world, root),
         "build_vs_mergekit_yaml": lambda: bench_build_vs_mergekit(world, root),
     }
     figures = {
