@@ -34,6 +34,7 @@ child starts and {"returncode"} when it ends; the child's stdout and stderr go t
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import importlib.util
 import json
@@ -88,7 +89,7 @@ def warm() -> None:
     while this process does other things (a sweep: Prefect's start) instead of when the first
     merge asks for it."""
     if forking_enabled():
-        with _connected():
+        with _connected(socket_path()):
             pass
 
 
@@ -140,9 +141,12 @@ def socket_path() -> str:
     return str(_private_folder() / f"merge-{stamp}.sock")
 
 
+@functools.cache
 def _code_stamp() -> list:
     """Sizes and times of the code a server imports: mergeval's files, and the installed
-    mergekit and torch (an upgrade, or an edit of a merge method, gets a new server)."""
+    mergekit and torch (an upgrade, or an edit of a merge method, gets a new server). Once per
+    process: its code is what it imported when it started, and every request would stat the
+    whole package again."""
     import mergeval
 
     files = sorted(Path(mergeval.__file__).parent.rglob("*.py"))
@@ -168,22 +172,23 @@ def _private_folder() -> Path:
 
 @contextmanager
 def _connection(path: str):
+    """A connection to the server at `path`, if one listens there (none is started)."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
         yield conn
     finally:
-        conn.close()  # mid-request (an interrupted client): the server kills the request's child
+        conn.close()
 
 
 @contextmanager
-def _connected():
-    """A connection to this environment's server, started first if none answers."""
-    conn = _connect_or_start(socket_path())
+def _connected(path: str):
+    """A connection to the server at `path`, started first if none answers."""
+    conn = _connect_or_start(path)
     try:
         yield conn
     finally:
-        conn.close()
+        conn.close()  # mid-request (an interrupted client): the server kills the request's child
 
 
 def _connect_or_start(path: str) -> socket.socket:
@@ -232,10 +237,11 @@ def _send(conn: socket.socket, request: dict, answers: int = 1) -> list[dict]:
 def _request(request: dict) -> tuple[int | None, str]:
     """Send one request and wait for its child: (exit status or None if the server or the
     request's handler died, output)."""
+    path = socket_path()
     fd, log = tempfile.mkstemp(prefix="mergeval-merge-", suffix=".log")
     os.close(fd)
     try:
-        with _connected() as conn:
+        with _connected(path) as conn:
             try:
                 answers = _send(conn, {**request, "log": log, "cwd": os.getcwd(), "env": dict(os.environ)}, answers=2)
             except ConnectionError:  # reset: the server died with this request still queued
@@ -244,5 +250,5 @@ def _request(request: dict) -> tuple[int | None, str]:
     finally:
         os.unlink(log)
     if len(answers) < 2:  # the server died before answering, or the request's handler did
-        return None, output + _server_log(socket_path())
+        return None, output + _server_log(path)
     return int(answers[1]["returncode"]), output
