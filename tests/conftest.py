@@ -43,14 +43,17 @@ os.environ.pop("PREFECT_API_URL", None)
 # Merge servers (engine/merge_server.py) outlive the command that started them, so sweeps in a
 # row share one; a test session's are gone soon after it, not five minutes later.
 os.environ.setdefault("MERGEVAL_MERGE_SERVER_IDLE_S", "60")
+os.environ.setdefault("MERGEVAL_PREFECT_SERVER_IDLE_S", "60")  # the same for temporary Prefect servers
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _stop_merge_server():
     yield
     from mergeval.engine import merge_server
+    from tests.sweep_helpers import stop_shared_sweep_server
 
     merge_server.shutdown()
+    stop_shared_sweep_server()
 
 
 def tiny_zoo_workspace(root: Path) -> Workspace:

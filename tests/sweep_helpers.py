@@ -67,16 +67,42 @@ def copy_world(src: Path, dst: Path, *, with_state: bool) -> Path:
 
 
 def sweep_env(ws: Path, home: Path | None = None) -> dict:
-    """A sweep's own Prefect home (in its workspace unless `home` is given), its database already
-    migrated (a copy of one migrated once per test process: a fresh database costs every sweep
-    ~6 s of migrations, which a user pays once, on the first sweep ever)."""
-    home = home or ws / ".prefect"
+    """A sweep's environment. Its Prefect home is this test process's one for sweeps unless `home`
+    is given, as ~/.prefect is a user's: shared by every sweep, so they share the temporary
+    Prefect server that outlives each command (orchestration/temporary_server.py), as a
+    user's sweeps in a row do. A home starts with a copy of a database migrated once per test
+    process (a fresh one costs ~6 s of migrations, which a user pays once, on the first sweep)."""
+    home = home or _shared_sweep_home()
     if not (home / "prefect.db").exists():
         home.mkdir(parents=True, exist_ok=True)
         shutil.copy(migrated_prefect_db(), home / "prefect.db")
     env = dict(os.environ, PREFECT_HOME=str(home), OMP_NUM_THREADS="1", MERGEVAL_THREADS="1")
     env.pop("PREFECT_API_URL", None)
     return env
+
+
+_sweep_home: Path | None = None
+
+
+def _shared_sweep_home() -> Path:
+    global _sweep_home
+    if _sweep_home is None:
+        import tempfile
+
+        _sweep_home = Path(tempfile.mkdtemp(prefix="mergeval-sweeps-prefect-"))
+    return _sweep_home
+
+
+def stop_shared_sweep_server() -> None:
+    """Stop the temporary Prefect server the sweeps of this process shared (a session's end):
+    it would idle out a minute later, after the next test session has started."""
+    if _sweep_home is None:
+        return
+    for state in (_sweep_home / "mergeval-temporary-server").glob("*.json"):
+        try:
+            os.kill(json.loads(state.read_text())["pid"], signal.SIGTERM)
+        except (OSError, ValueError, KeyError):
+            pass
 
 
 _migrated_db: Path | None = None
@@ -123,8 +149,9 @@ def sweep_cmd(ws: Path, *args: str, keep: str | None = "all") -> list[str]:
     return [sys.executable, "-m", "mergeval.cli.main", "--workspace", str(ws), "sweep", *SWEEP_ARGS, *keeping, *args]
 
 
-def run_sweep(ws: Path, *args: str, check: bool = True, keep: str | None = "all") -> subprocess.CompletedProcess:
-    proc = subprocess.run(sweep_cmd(ws, *args, keep=keep), env=sweep_env(ws), capture_output=True, text=True,
+def run_sweep(ws: Path, *args: str, check: bool = True, keep: str | None = "all",
+              home: Path | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(sweep_cmd(ws, *args, keep=keep), env=sweep_env(ws, home), capture_output=True, text=True,
                           timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"sweep failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")

@@ -1,21 +1,26 @@
-"""The temporary Prefect server that `mergeval sweep` starts before its input checks
-(early_server.py): it serves the sweep, and it never outlives the command, good input or bad.
+"""The temporary Prefect server that `mergeval sweep` asks for before its input checks
+(early_server.py, temporary_server.py): it serves the sweep and stays for the next command of
+the same Prefect home, held by a lease while any command uses it, and idles out after; bad
+input stops a server started for it at once.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
+import sys
 import time
 
 from hostile_world import make_world
-from sweep_helpers import make_toy_world, shrink_world, sweep_cmd, sweep_env
+from sweep_helpers import copy_world, make_toy_world, shrink_world, sweep_cmd, sweep_env
 
 
-def run_in_own_group(ws, *args):
+def run_in_own_group(ws, *args, env=None):
     """Run `mergeval sweep` as the leader of a new process group, so that whatever it starts
-    (the server, merge workers) can be looked for after it exits."""
-    proc = subprocess.Popen(sweep_cmd(ws, *args), env=sweep_env(ws), stdout=subprocess.PIPE,
+    and does not mean to keep (merge workers) can be looked for after it exits."""
+    proc = subprocess.Popen(sweep_cmd(ws, *args), env=env or sweep_env(ws), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     out, err = proc.communicate(timeout=600)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), proc.pid
@@ -32,32 +37,98 @@ def group_is_empty(pgid: int, wait_s: float = 5.0) -> bool:
     return False
 
 
-def test_bad_input_kills_the_server_it_started(tmp_path):
+def servers(home) -> dict[str, int]:
+    """The temporary servers a Prefect home has on record: state file name → pid."""
+    folder = home / "mergeval-temporary-server"
+    return {p.name: json.loads(p.read_text())["pid"] for p in folder.glob("*.json")} if folder.exists() else {}
+
+
+def alive(pid: int) -> bool:
+    from mergeval.orchestration.temporary_server import _alive
+
+    return _alive(pid)
+
+
+def gone(pid: int, wait_s: float) -> bool:
+    deadline = time.monotonic() + wait_s
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not alive(pid)
+
+
+def test_bad_input_stops_the_server_it_started(tmp_path):
     ws = make_world(tmp_path)
+    home = tmp_path / "home"  # a Prefect home of its own: no other test's server is there
     (ws / "merge_configs" / "mine" / "bad.yaml").write_text("merge_method: linaer\nmodels:\n  - model: zoo/base\n")
-    proc, pgid = run_in_own_group(ws, "merge_configs/mine", "--items", "items/mine")
+    proc, pgid = run_in_own_group(ws, "merge_configs/mine", "--items", "items/mine", env=sweep_env(ws, home))
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "bad.yaml:1: unknown merge_method 'linaer'" in proc.stderr
     assert "temporary server" not in proc.stderr  # nothing between the user and their problems
-    assert group_is_empty(pgid), "a server started for the sweep outlived it"
+    assert group_is_empty(pgid)
+    assert servers(home) == {}, "a server started for bad input was left running"
 
 
-def test_a_sweep_runs_on_the_early_server_and_stops_it(tmp_path):
+def test_a_sweep_leaves_its_server_to_the_next_command_which_then_idles_out(tmp_path):
     ws = shrink_world(make_toy_world(tmp_path / "ws"), ("ties_d08.yaml",), items_per_skill=2)
-    proc, pgid = run_in_own_group(ws)
+    home = tmp_path / "home"
+    env = {**sweep_env(ws, home), "MERGEVAL_PREFECT_SERVER_IDLE_S": "3"}  # shorter than a sweep
+    proc, pgid = run_in_own_group(ws, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     # Prefect's own start-up line would mean it ignored the server that was ready for it.
     assert "Starting temporary server" not in proc.stderr
     assert "View at" not in proc.stderr  # that server serves no UI: no links to nowhere
     assert "Finished in state Completed()" in proc.stderr
-    assert group_is_empty(pgid), "the sweep's server outlived it"
-    # The same command again finds every answer and grade saved: it ranks without starting
-    # Prefect's temporary server (nobody could watch it), and says what it found.
-    again, pgid = run_in_own_group(ws)
+    assert group_is_empty(pgid)  # nothing of the sweep's own is left (merge children, ...)
+    [pid] = servers(home).values()  # the server is not in the sweep's group: it stays
+    # A second workspace with the same Prefect home sweeps on the same server, held by its
+    # lease although the sweep lasts longer than the server's idle time.
+    other = copy_world(ws, tmp_path / "other", with_state=False)
+    again, _ = run_in_own_group(other, env={**env, "MERGEVAL_PREFECT_SERVER_IDLE_S": "600"})
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
-    assert "Finished in state" not in again.stderr  # no flow run: nothing to show in a UI
-    assert "already saved" in again.stdout and "report: " in again.stdout
-    assert group_is_empty(pgid)
+    assert "Finished in state Completed()" in again.stderr
+    assert list(servers(home).values()) == [pid]
+    # Nobody holds it now: it is gone after its idle time, and so is its state file.
+    assert gone(pid, wait_s=30) and servers(home) == {}
+    # The same command again finds every answer and grade saved: it ranks without asking for
+    # a Prefect server at all (nobody could watch it), and says what it found.
+    rerun, _ = run_in_own_group(ws, env=env)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-3000:]
+    assert "Finished in state" not in rerun.stderr  # no flow run: nothing to show in a UI
+    assert "already saved" in rerun.stdout and "report: " in rerun.stdout
+    assert servers(home) == {}
+
+
+LEASE_HOLDER = """
+import os, sys, time
+from mergeval.orchestration import temporary_server
+lease = temporary_server.lease(dict(os.environ))
+print(lease.pid, lease.started, flush=True)
+assert lease.wait_healthy(120)
+print("healthy", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_command_lets_go_of_the_server(tmp_path):
+    env = {**sweep_env(tmp_path, tmp_path / "home"), "MERGEVAL_PREFECT_SERVER_IDLE_S": "2"}
+    holders = [subprocess.Popen([sys.executable, "-c", LEASE_HOLDER], env=env, stdout=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    try:
+        first, second = [h.stdout.readline().split() for h in holders]
+        assert first[0] == second[0] and {first[1], second[1]} == {"True", "False"}  # one started it
+        pid = int(first[0])
+        assert all(h.stdout.readline().strip() == "healthy" for h in holders)
+        holders[0].send_signal(signal.SIGKILL)
+        holders[0].wait()
+        assert not gone(pid, wait_s=6)  # the other still holds it, well past the idle time
+        holders[1].send_signal(signal.SIGKILL)
+        holders[1].wait()
+        assert gone(pid, wait_s=30)  # a killed holder's lease is dropped by the kernel
+        assert servers(tmp_path / "home") == {}
+    finally:
+        for h in holders:
+            h.kill()
+            h.wait()
 
 
 def test_a_configured_server_is_noticed_without_importing_prefect(tmp_path, monkeypatch):

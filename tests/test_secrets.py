@@ -23,7 +23,8 @@ def test_judge_api_key_is_written_nowhere(tmp_path, monkeypatch):
         (ws / "judge" / "remote.yaml").write_text(
             f"backend: openai\nendpoint: {url}\nmodel: {judge}\napi_key_env: PROCTORA_API_KEY\nmax_tokens: 8\n")
         monkeypatch.setenv("PROCTORA_API_KEY", SECRET)
-        proc = run_sweep(ws, "--judge", "judge/remote.yaml")
+        # Prefect's home inside the workspace, so that its database is searched too
+        proc = run_sweep(ws, "--judge", "judge/remote.yaml", home=ws / ".prefect")
     rows = results(run_dir_of(proc))
     assert rows and all(r["judge_score"] is not None for r in rows)  # the served judge really graded
     assert SECRET not in proc.stdout + proc.stderr

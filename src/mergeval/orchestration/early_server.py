@@ -1,16 +1,16 @@
-"""A temporary Prefect server started first thing, so it is up by the time the sweep needs it.
+"""A temporary Prefect server asked for first thing, so it is up by the time the sweep needs it.
 
 Without PREFECT_API_URL, Prefect starts a temporary API server the first time a flow asks for
 a client: it imports the whole server app in the sweep's own process (≈2 s) and then waits for
 a uvicorn subprocess to import it again and migrate its database (≈2.5 s), all after the input
-checks. Here the same subprocess, with the same command line and settings as Prefect's own
-temporary server (prefect.server.api.server.SubprocessASGIServer), is started before the
-checks, on the other core, and the sweep's process never imports the server app. That is most
-of what a re-run that finds everything done costs.
+checks, and stops it when the command exits. Here the server is this environment's shared one
+(temporary_server.py: same app and settings as Prefect's own, kept for the next command): found
+up, or started before the checks, on the other core; the sweep's process never imports the
+server app. That is most of what a re-run that finds everything done costs.
 
     with prefect_server_starting() as server:
-        check_sweep_inputs(...)   # bad input (any exception): the server is killed at once
-        server.temporary          # True: this block started it (no server was configured)
+        check_sweep_inputs(...)   # bad input (any exception): a server started for it is stopped
+        server.temporary          # True: no server was configured, the temporary one serves
     flow(...)                     # PREFECT_API_URL now points at the server, which is up
 
 If the server does not come up, nothing is set and Prefect starts its own as before.
@@ -18,28 +18,25 @@ If the server does not come up, nothing is set and Prefect starts its own as bef
 
 from __future__ import annotations
 
-import atexit
 import os
-import socket
-import subprocess
-import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from mergeval.orchestration import temporary_server
+
 
 @dataclass(frozen=True)
 class Starting:
-    temporary: bool  # a temporary server is starting for this command (none was configured)
+    temporary: bool  # the temporary server serves this command (none was configured)
 
 
 @contextmanager
 def prefect_server_starting() -> Iterator[Starting]:
-    """Start the server for the length of the block; on leaving it, wait until it answers and
-    point Prefect at it. If the block raises (bad input), kill the server instead."""
-    import prefect
+    """Find or start the temporary server for the length of the block; on leaving it, wait
+    until it answers and point Prefect at it. If the block raises (bad input), let go of the
+    server, and stop it if this command started it."""
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_SERVER_EPHEMERAL_ENABLED,
@@ -50,31 +47,26 @@ def prefect_server_starting() -> Iterator[Starting]:
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         yield Starting(temporary=False)  # a real server is configured (or none allowed): nothing to start
         return
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
-         "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "error", "--lifespan", "on"],
-        env={**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-             "PREFECT__SERVER_FINAL": "1",
-             **get_current_settings().to_environment_variables(exclude_unset=True)},
-    )
+    try:
+        server = temporary_server.lease(
+            {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+             **get_current_settings().to_environment_variables(exclude_unset=True)})
+    except (OSError, temporary_server.ServerDidNotStart):  # Prefect starts (and explains) its own
+        yield Starting(temporary=True)
+        return
     try:
         yield Starting(temporary=True)
     except BaseException:  # bad input, or nothing left to run: exit now, not after the server is up
-        server.kill()
-        server.wait()
+        server.release(stop=server.started)
         raise
-    atexit.register(_stop, server)  # after Prefect's own exit hooks have sent the last logs
-    url = f"http://127.0.0.1:{port}/api"
-    if _wait_healthy(server, url, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()):
+    if server.wait_healthy(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()):
         from prefect.context import refresh_global_settings_context
 
-        os.environ["PREFECT_API_URL"] = url
+        os.environ["PREFECT_API_URL"] = server.url
         os.environ.setdefault("PREFECT_UI_URL", "")  # it serves no UI: no "View at" links to nowhere
         refresh_global_settings_context()
-    else:  # let Prefect start (and explain) its own temporary server
-        _stop(server)
+    else:  # broken: let Prefect start (and explain) its own temporary server
+        server.release(stop=True)
 
 
 def server_may_be_configured(cwd: Path | None = None) -> bool:
@@ -95,34 +87,3 @@ def server_may_be_configured(cwd: Path | None = None) -> bool:
         return True
     pyproject = cwd / "pyproject.toml"
     return pyproject.is_file() and "[tool.prefect" in pyproject.read_text(encoding="utf-8", errors="replace")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(server: subprocess.Popen, url: str, timeout_s: float) -> bool:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client() as client:
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                if client.get(f"{url}/health").status_code == 200:
-                    return True
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-    return False
-
-
-def _stop(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        server.terminate()
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
