@@ -8,7 +8,8 @@
 3. the sweep through Prefect vs the same stage functions called directly, like for like:
    `mergeval sweep --sequential` vs a sequential plain loop, and the overlapped sweep vs the
    same overlap in plain threads; first runs alternated, medians and every run (goal ≤ 1.10×);
-   embedded (a temporary Prefect server per command) and against a running `mergeval server`
+   embedded, cold (no server left by an earlier command) and warm (the temporary Prefect server
+   and the merge server left by the command before), and against a running `mergeval server`
 4. the build stage vs `mergekit-yaml` on the same recipe (goal ≤ 1.05×)
 """
 
@@ -40,7 +41,13 @@ from mergeval.engine import merge_server, stages  # noqa: E402
 from mergeval.engine.build import build  # noqa: E402
 from mergeval.engine.plan import plan_sweep  # noqa: E402
 from mergeval.inputs.recipes import load_recipe  # noqa: E402
-from tests.sweep_helpers import copy_world, make_toy_world, migrated_prefect_db, sweep_env  # noqa: E402
+from tests.sweep_helpers import (  # noqa: E402
+    copy_world,
+    make_toy_world,
+    migrated_prefect_db,
+    stop_shared_sweep_server,
+    sweep_env,
+)
 
 
 def timed(fn) -> float:
@@ -138,9 +145,11 @@ def plan_importing_transformers(ws: Workspace):
 
 
 def cold() -> None:
-    """No merge server left from an earlier run (it outlives its command): a first run pays
-    for mergekit's import, as a user's first sweep of the day does."""
+    """No merge server and no temporary Prefect server left from an earlier run (both outlive
+    their command): a first run pays for mergekit's import and Prefect's server start, as a
+    user's first sweep of the day does."""
     merge_server.shutdown()
+    stop_shared_sweep_server()
 
 
 def fresh(world: Path, root: Path, name: str) -> Path:
@@ -164,20 +173,28 @@ def bench_rerun_server(world: Path, root: Path) -> dict:
         return bench_rerun(world, root, api_url=url)
 
 
-def bench_prefect_overhead(world: Path, root: Path, repeats: int = 2, api_url: str | None = None) -> dict:
-    """Like for like: sequential against sequential, overlapped against overlapped. First runs,
-    alternated (which one goes first flips each round), medians and every run: two identical
-    first runs differ by up to ±15 % on this box. api_url: the sweeps run against that server
-    instead of each starting a temporary one."""
+def bench_prefect_overhead(world: Path, root: Path, repeats: int = 3, api_url: str | None = None,
+                           warm: bool = False) -> dict:
+    """Like for like: sequential against sequential, overlapped against overlapped. Alternated
+    (which one goes first flips each round), medians and every run: two identical runs differ
+    by up to ±15 % on this box. Each run sweeps a fresh copy of the world (every merge, answer
+    and grade to do). Cold: no server left from an earlier command, as a user's first sweep of
+    the day (a temporary Prefect server and the merge server are started by the run); warm:
+    both left by the command before, as every later sweep within their idle time finds them.
+    api_url: the sweeps run against that server instead of a temporary one."""
     out = {}
     for mode, overlap in (("sequential", False), ("overlapped", True)):
         prefect, direct = [], []
+        if warm:  # one untimed run of each leaves the servers up
+            cli_sweep(fresh(world, root, f"warm-prefect-{mode}"), api_url)
+            direct_sweep(fresh(world, root, f"warm-direct-{mode}"), overlap)
         for k in range(repeats):
-            runs = [(prefect, lambda: cli_sweep(fresh(world, root, f"prefect-{mode}{k}"), api_url,
+            runs = [(prefect, lambda: cli_sweep(fresh(world, root, f"prefect-{mode}{k}{warm}"), api_url,
                                                 *([] if overlap else ["--sequential"]))),
-                    (direct, lambda: direct_sweep(fresh(world, root, f"direct-{mode}{k}"), overlap))]
+                    (direct, lambda: direct_sweep(fresh(world, root, f"direct-{mode}{k}{warm}"), overlap))]
             for times, run in runs if k % 2 == 0 else runs[::-1]:
-                cold()
+                if not warm:
+                    cold()
                 times.append(timed(run))
         p, d = statistics.median(prefect), statistics.median(direct)
         out[mode] = {"prefect_s": round(p, 2), "direct_s": round(d, 2), "ratio": round(p / d, 3),
@@ -249,6 +266,7 @@ def main() -> None:
         "rerun_with_server": lambda: bench_rerun_server(world, root),
         "batching": lambda: bench_batching(world),
         "prefect_vs_direct": lambda: bench_prefect_overhead(world, root),
+        "prefect_vs_direct_warm": lambda: bench_prefect_overhead(world, root, warm=True),
         "prefect_vs_direct_with_server": lambda: bench_prefect_overhead_server(world, root),
         "build_vs_mergekit_yaml": lambda: bench_build_vs_mergekit(world, root),
     }

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from prefect import flow, task
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from mergeval.core.errors import SweepFailed
 from mergeval.core.lock import workspace_lock
@@ -89,7 +90,7 @@ def sweep(
                 graded.append(cand)
                 stages.prune(plan, graded, request.keep, log=_log)
             ui_artifacts.progress(len(graded) + len(failures), len(plan.candidates))
-        run_dir = report(plan, graded, stats, failures, request.settings_record(plan), started)
+        run_dir = report(quote(plan), graded, stats, failures, request.settings_record(plan), started)  # quote: recipe.py
     ui_artifacts.publish(run_dir)  # UI: the ranking table and the summary with report.html's path
     _log(f"report: {run_dir}/report.md")
     if failures:

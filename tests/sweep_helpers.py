@@ -94,15 +94,22 @@ def _shared_sweep_home() -> Path:
 
 
 def stop_shared_sweep_server() -> None:
-    """Stop the temporary Prefect server the sweeps of this process shared (a session's end):
-    it would idle out a minute later, after the next test session has started."""
+    """Stop the temporary Prefect server the sweeps of this process shared, and wait for it to
+    go (a benchmark's cold run; a session's end: it would idle out a minute later, after the
+    next test session has started)."""
     if _sweep_home is None:
         return
+    from mergeval.orchestration.temporary_server import alive
+
     for state in (_sweep_home / "mergeval-temporary-server").glob("*.json"):
         try:
-            os.kill(json.loads(state.read_text())["pid"], signal.SIGTERM)
+            pid = json.loads(state.read_text())["pid"]
+            os.kill(pid, signal.SIGTERM)
         except (OSError, ValueError, KeyError):
-            pass
+            continue
+        deadline = time.monotonic() + 30
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 _migrated_db: Path | None = None

@@ -16,6 +16,8 @@ import time
 from hostile_world import make_world
 from sweep_helpers import copy_world, make_toy_world, shrink_world, sweep_cmd, sweep_env
 
+from mergeval.orchestration.temporary_server import alive
+
 
 def run_in_own_group(ws, *args, env=None):
     """Run `mergeval sweep` as the leader of a new process group, so that whatever it starts
@@ -41,12 +43,6 @@ def servers(home) -> dict[str, int]:
     """The temporary servers a Prefect home has on record: state file name → pid."""
     folder = home / "mergeval-temporary-server"
     return {p.name: json.loads(p.read_text())["pid"] for p in folder.glob("*.json")} if folder.exists() else {}
-
-
-def alive(pid: int) -> bool:
-    from mergeval.orchestration.temporary_server import _alive
-
-    return _alive(pid)
 
 
 def gone(pid: int, wait_s: float) -> bool:

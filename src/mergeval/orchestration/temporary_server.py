@@ -52,7 +52,7 @@ class Lease:
 
         deadline = time.monotonic() + timeout_s
         with httpx.Client() as client:
-            while time.monotonic() < deadline and _alive(self.pid):
+            while time.monotonic() < deadline and alive(self.pid):
                 try:
                     if client.get(f"{self.url}/health", timeout=max(1.0, deadline - time.monotonic())).status_code == 200:
                         return True
@@ -136,7 +136,7 @@ def _running(folder: Path, key: str) -> dict | None:
         port, pid = int(state["port"]), int(state["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not _alive(pid):
+    if not alive(pid):
         return None
     try:  # a server still importing its app already listens: the connection waits in its backlog
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -176,11 +176,11 @@ def _stop(pid: int, wait_s: float = 30) -> None:
         os.kill(pid, signal.SIGTERM)
         (folder / f"{key}.json").unlink(missing_ok=True)
     deadline = time.monotonic() + wait_s
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):  # gone, or its pid is someone else's now
