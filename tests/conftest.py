@@ -74,3 +74,26 @@ def toy_recipes(tiny_ws) -> Workspace:
     """The repository's toy recipes, pointed at the tiny zoo."""
     shutil.copytree(REPO / "merge_configs" / "toy", tiny_ws.configs / "toy")
     return tiny_ws
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that share a module-scoped fixture (a built world, a served model, a finished
+    sweep) run on one xdist worker: `--dist loadgroup` otherwise spreads them over both, and
+    each worker builds the fixture again (a conversation sweep's 110 s, twice). Then the
+    longest units go first, as xdist hands out work in collection order: a long group
+    started last would run alone at the end."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        defs = getattr(item, "_fixtureinfo", None)
+        if defs and any(d[-1].scope == "module" for d in defs.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: LONG_FIRST.index(item.module.__name__.rsplit(".", 1)[-1])
+               if item.module.__name__.rsplit(".", 1)[-1] in LONG_FIRST else len(LONG_FIRST))
+
+
+# The modules that take longest (summed from `make test`'s --durations list, 2026-12-07),
+# longest first; the rest keep their order after these. test_workers stands for its whole
+# xdist group, "prefect-server" (with test_search_pool, test_schedule, test_server: ≈ 450 s).
+LONG_FIRST = ["test_workers", "test_sweep", "test_judge_outage", "test_real_judge", "test_readme_walkthrough",
+              "test_search", "test_kill_loop", "test_early_server", "test_disk_full", "test_conversation_sweep"]

@@ -34,6 +34,17 @@ def world(tmp_path_factory) -> Path:
     return make_world(tmp_path_factory.mktemp("fuzz"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _checks_in_this_process():
+    """A recipe's mergekit checks run here, not in a child the merge server forks for each
+    example: the parser is what is under test, and 300 forked calls cost over a minute
+    (merge_server.call has tests of its own, and every sweep uses it)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MERGEVAL_MERGE_FORK", "0")
+    yield
+    patch.undo()
+
+
 def _lines_in(raw: bytes) -> int:
     return raw.count(b"\n") + raw.count(b"\r") + 1  # an upper bound whatever the line ends
 
