@@ -64,6 +64,8 @@ def prefect_server_starting() -> Iterator[Starting]:
 
         os.environ["PREFECT_API_URL"] = server.url
         os.environ.setdefault("PREFECT_UI_URL", "")  # it serves no UI: no "View at" links to nowhere
+        # ... and no one reads the logs it would store (the console shows them): not sent
+        os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
         refresh_global_settings_context()
     else:  # broken: let Prefect start (and explain) its own temporary server
         server.release(stop=True)
