@@ -11,6 +11,7 @@
    embedded, cold (no server left by an earlier command) and warm (the temporary Prefect server
    and the merge server left by the command before), and against a running `mergeval server`
 4. the build stage vs `mergekit-yaml` on the same recipe (goal ≤ 1.05×)
+5. one call to the merge server, as each recipe check makes (median of 30)
 """
 
 from __future__ import annotations
@@ -246,6 +247,17 @@ def bench_build_vs_mergekit(world: Path, root: Path, repeats: int = 3) -> dict:
     return {"build_s": round(o, 2), "mergekit_yaml_s": round(t, 2), "ratio": round(o / t, 3), "repeats": repeats}
 
 
+def bench_merge_server_call(repeats: int = 30) -> dict:
+    """One round trip to the merge server (merge_server.call of a function that returns at
+    once), as each recipe check makes: the server forks a handler, which forks the call."""
+    import os as os_module
+
+    merge_server.warm()
+    merge_server.call(os_module.getpid)  # the server has finished importing
+    seconds = [timed(lambda: merge_server.call(os_module.getpid)) for _ in range(repeats)]
+    return {"median_s": round(statistics.median(seconds), 4), "max_s": round(max(seconds), 4), "calls": repeats}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", type=Path, help="a workspace with zoo/, items/toy, merge_configs/toy")
@@ -269,6 +281,7 @@ def main() -> None:
         "prefect_vs_direct_warm": lambda: bench_prefect_overhead(world, root, warm=True),
         "prefect_vs_direct_with_server": lambda: bench_prefect_overhead_server(world, root),
         "build_vs_mergekit_yaml": lambda: bench_build_vs_mergekit(world, root),
+        "merge_server_call": bench_merge_server_call,
     }
     figures = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

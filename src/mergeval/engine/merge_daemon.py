@@ -167,16 +167,32 @@ def _die_with(parent: int) -> None:
 
 
 def _wait(pid: int, conn: socket.socket) -> int | None:
-    """The child's exit status; None if the client went away meanwhile (the child is killed)."""
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        readable, _, _ = select.select([conn], [], [], 0.2)
-        if readable and not conn.recv(1, socket.MSG_PEEK):  # EOF: the client closed or died
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return None
+    """The child's exit status; None if the client went away meanwhile (the child is killed).
+    Woken by either at once: a call's child is done in milliseconds, and a fixed poll added
+    up to 0.2 s to every recipe check (a 300-check property test: 73 s instead of 1 s)."""
+    exited = _exit_signal(pid)
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            readable, _, _ = select.select([conn] + ([exited] if exited is not None else []), [], [], 0.2)
+            if conn in readable and not conn.recv(1, socket.MSG_PEEK):  # EOF: the client closed or died
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return None
+    finally:
+        if exited is not None:
+            os.close(exited)
+
+
+def _exit_signal(pid: int) -> int | None:
+    """A descriptor that becomes readable when `pid` exits (Linux 5.3+); None elsewhere, where
+    the exit is noticed by polling."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def _child(request: dict) -> None:
