@@ -76,18 +76,31 @@ def toy_recipes(tiny_ws) -> Workspace:
     return tiny_ws
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_itemcollected(item):
     """Tests that share a module-scoped fixture (a built world, a served model, a finished
     sweep) run on one xdist worker: `--dist loadgroup` otherwise spreads them over both, and
-    each worker builds the fixture again (a conversation sweep's 110 s, twice). Then the
-    longest units go first, as xdist hands out work in collection order: a long group
+    each worker builds the fixture again (a conversation sweep's 70 s, twice). Marked as each
+    is collected, before xdist reads the groups off the marks."""
+    if item.get_closest_marker("xdist_group"):
+        return
+    info = getattr(item, "_fixtureinfo", None)
+    if info and any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
+        item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+def pytest_collection_finish(session):
+    """Stop at once if xdist's grouping has no effect (pytest 9.2 with pytest-xdist 3.8 ran every
+    grouped test wherever it fell, building shared worlds and servers once per worker)."""
+    if session.config.getvalue("loadgroup"):  # set on xdist's workers under --dist loadgroup
+        ungrouped = [i.nodeid for i in session.items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+        if ungrouped:
+            pytest.exit(f"--dist loadgroup does not group {ungrouped[0]} with this pytest and pytest-xdist: "
+                        "see the pytest pin in pyproject.toml", returncode=3)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest units go first, as xdist hands out work in collection order: a long group
     started last would run alone at the end."""
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        defs = getattr(item, "_fixtureinfo", None)
-        if defs and any(d[-1].scope == "module" for d in defs.name2fixturedefs.values()):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     items.sort(key=lambda item: LONG_FIRST.index(item.module.__name__.rsplit(".", 1)[-1])
                if item.module.__name__.rsplit(".", 1)[-1] in LONG_FIRST else len(LONG_FIRST))
 

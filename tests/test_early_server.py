@@ -150,3 +150,24 @@ def test_a_configured_server_is_noticed_without_importing_prefect(tmp_path, monk
     (work / "pyproject.toml").unlink()
     monkeypatch.setenv("PREFECT_API_URL", "http://box:4200/api")
     assert server_may_be_configured(work)
+
+
+STARTING = """
+import os
+from mergeval.orchestration.early_server import prefect_server_starting
+with prefect_server_starting() as server:
+    assert server.temporary
+print(os.environ["PREFECT_API_URL"])
+"""
+
+
+def test_a_relative_prefect_home_is_where_the_server_keeps_its_database(tmp_path):
+    """The server runs from / (it holds no folder open): the home it is given is made absolute."""
+    env = {**os.environ, "PREFECT_HOME": "rel-home", "MERGEVAL_PREFECT_SERVER_IDLE_S": "2"}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.run([sys.executable, "-c", STARTING], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.startswith("http://127.0.0.1:"), proc.stderr[-3000:]
+    assert (tmp_path / "rel-home" / "prefect.db").is_file()  # migrated there, not in /rel-home
+    [pid] = servers(tmp_path / "rel-home").values()
+    assert gone(pid, wait_s=30)

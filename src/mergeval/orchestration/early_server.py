@@ -47,10 +47,13 @@ def prefect_server_starting() -> Iterator[Starting]:
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         yield Starting(temporary=False)  # a real server is configured (or none allowed): nothing to start
         return
+    settings = get_current_settings()
     try:
         server = temporary_server.lease(
             {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
-             **get_current_settings().to_environment_variables(exclude_unset=True)})
+             **settings.to_environment_variables(exclude_unset=True),
+             # absolute: the server runs from / (a relative home would put its database there)
+             "PREFECT_HOME": str(Path(settings.home).expanduser().resolve())})
     except (OSError, temporary_server.ServerDidNotStart):  # Prefect starts (and explains) its own
         yield Starting(temporary=True)
         return
