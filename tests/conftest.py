@@ -91,7 +91,7 @@ def pytest_itemcollected(item):
 def pytest_collection_finish(session):
     """Stop at once if xdist's grouping has no effect (pytest 9.2 with pytest-xdist 3.8 ran every
     grouped test wherever it fell, building shared worlds and servers once per worker)."""
-    if session.config.getvalue("loadgroup"):  # set on xdist's workers under --dist loadgroup
+    if getattr(session.config.option, "loadgroup", False):  # set on xdist's workers under --dist loadgroup
         ungrouped = [i.nodeid for i in session.items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
         if ungrouped:
             pytest.exit(f"--dist loadgroup does not group {ungrouped[0]} with this pytest and pytest-xdist: "

@@ -1,6 +1,7 @@
 """SIGKILL a real `mergeval sweep` at seeded random points, over and over, then let it finish.
 
-Each of at least N_KILLS runs is killed (with its Prefect server and merge workers) at a point
+Each of at least N_KILLS runs is killed (with its merge workers; the temporary Prefect server
+and the merge server are shared by the runs and outlive each, as a user's do) at a point
 a seeded `random.Random` picks, placed on what the sweep is seen doing, not on the clock alone:
 a delay into start-up cut short by the first sign of work (a merge's folder, an answer, the
 report's folder), a delay
@@ -53,7 +54,7 @@ N_MODELS = 5  # base, spec_add, spec_rev and two merges
 N_RECORDS = N_MODELS * 2 * ITEMS_PER_SKILL
 ARGS = ("--max-new-tokens", "8")
 # phase → (weight, longest delay in seconds after the phase is seen). Start-up is the
-# interpreter, Prefect's embedded server, validation and the lock (~6-8 s here); the merge
+# interpreter, finding (or starting) the temporary Prefect server, validation and the lock (~6-8 s here); the merge
 # server's imports come before the first merge. A delay never carries a kill past its phase
 # (Sweep.phase_over). Answers and grades are killed on a count instead (no delay: on a fast box
 # a whole model is answered in a fraction of a second).

@@ -53,8 +53,10 @@ def main(argv: list[str]) -> None:
     server = uvicorn.Server(uvicorn.Config(create_app(), log_level="error", lifespan="on",
                                                timeout_graceful_shutdown=5))
     threading.Thread(target=_stop_when_unleased, args=(server, folder, key, idle_s), daemon=True).start()
+    # Idle: the watcher has removed the state file. SIGTERM: uvicorn shuts down, then re-raises
+    # it, so nothing runs after this; the state file left names a dead pid, which clients read
+    # as no server (temporary_server.shutdown removes it itself).
     server.run(sockets=[listener])
-    _forget(folder, key)  # SIGTERM (temporary_server.shutdown) ends here too
 
 
 def _stop_when_unleased(server, folder: Path, key: str, idle_s: float) -> None:
