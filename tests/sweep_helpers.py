@@ -99,7 +99,7 @@ def stop_shared_sweep_server() -> None:
     next test session has started)."""
     if _sweep_home is None:
         return
-    from mergeval.orchestration.temporary_server import alive
+    from mergeval.orchestration.temporary_server import gone
 
     for state in (_sweep_home / "mergeval-temporary-server").glob("*.json"):
         try:
@@ -107,9 +107,7 @@ def stop_shared_sweep_server() -> None:
             os.kill(pid, signal.SIGTERM)
         except (OSError, ValueError, KeyError):
             continue
-        deadline = time.monotonic() + 30
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        gone(pid, wait_s=30)
 
 
 _migrated_db: Path | None = None

@@ -16,7 +16,7 @@ import time
 from hostile_world import make_world
 from sweep_helpers import copy_world, make_toy_world, shrink_world, sweep_cmd, sweep_env
 
-from mergeval.orchestration.temporary_server import alive
+from mergeval.orchestration.temporary_server import gone
 
 
 def run_in_own_group(ws, *args, env=None):
@@ -43,13 +43,6 @@ def servers(home) -> dict[str, int]:
     """The temporary servers a Prefect home has on record: state file name → pid."""
     folder = home / "mergeval-temporary-server"
     return {p.name: json.loads(p.read_text())["pid"] for p in folder.glob("*.json")} if folder.exists() else {}
-
-
-def gone(pid: int, wait_s: float) -> bool:
-    deadline = time.monotonic() + wait_s
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return not alive(pid)
 
 
 def test_bad_input_stops_the_server_it_started(tmp_path):

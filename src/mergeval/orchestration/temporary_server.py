@@ -57,7 +57,8 @@ class Lease:
                     if client.get(f"{self.url}/health", timeout=max(1.0, deadline - time.monotonic())).status_code == 200:
                         return True
                 except httpx.TransportError:
-                    time.sleep(0.05)
+                    pass
+                time.sleep(0.05)  # after an error status too: not a busy loop against a starting server
         return False
 
     def release(self, stop: bool) -> None:
@@ -175,9 +176,15 @@ def _stop(pid: int, wait_s: float = 30) -> None:
             return
         os.kill(pid, signal.SIGTERM)
         (folder / f"{key}.json").unlink(missing_ok=True)
+    gone(pid, wait_s)
+
+
+def gone(pid: int, wait_s: float) -> bool:
+    """Whether `pid` has exited, waiting up to `wait_s` seconds for it."""
     deadline = time.monotonic() + wait_s
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
+    return not alive(pid)
 
 
 def alive(pid: int) -> bool:
