@@ -60,6 +60,18 @@ def test_a_sealed_record_altered_on_disk_is_dropped_and_old_records_still_read(t
     assert [r["item"] for r in store.read_jsonl(path)] == [0, 2] and store.repair_jsonl(path) == []
 
 
+def test_a_record_read_intact_then_altered_is_still_caught_in_the_same_process(tmp_path):
+    """Lines checked once are not checked again (store._VERIFIED): an alteration after that
+    read is a different line, checked in full."""
+    path = tmp_path / "answers.jsonl"
+    store.append_jsonl(path, [{"item": 1, "answer": "four"}, {"item": 2, "answer": "seven"}], sealed=True)
+    assert [r["answer"] for r in store.read_jsonl(path)] == ["four", "seven"]
+    path.write_text(path.read_text().replace('"four"', '"five"'))
+    assert [r["answer"] for r in store.read_jsonl(path)] == ["seven"]
+    path.write_text(path.read_text().replace('"five"', '"four"'))  # restored byte for byte: intact again
+    assert [r["answer"] for r in store.read_jsonl(path)] == ["four", "seven"]
+
+
 def test_a_built_folder_is_checked_by_size_cheaply_and_by_hash_in_full(tmp_path):
     folder = tmp_path / "merge"
     folder.mkdir()

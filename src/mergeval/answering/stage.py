@@ -61,7 +61,12 @@ def record_key(item: Item, settings: GenerationSettings) -> str:
     used = settings.tokens_for(item.max_new_tokens)
     if used == settings.max_new_tokens:
         return prompt_key(item)
-    return content_hash({"prompt": prompt_key(item), "max_new_tokens": used})
+    return _length_key(prompt_key(item), used)
+
+
+@lru_cache(maxsize=65536)  # as _prompt_key: asked for every item of every model on each pass
+def _length_key(prompt: str, max_new_tokens: int) -> str:
+    return content_hash({"prompt": prompt, "max_new_tokens": max_new_tokens})
 
 
 @lru_cache(maxsize=65536)  # asked for every item of every model on each pass over the plan

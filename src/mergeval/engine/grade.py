@@ -19,6 +19,7 @@ or each turn with `grade: per_turn`; a conversation whose player failed is unsco
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,20 @@ class GradeStage:
 
 
 def grade_key(answer: str, item: Item, judge_fingerprint: str) -> str:
-    return content_hash({"answer": answer, "item": item.criterion_hash, "judge": judge_fingerprint})
+    """A saved grade's key. Asked for every item of every model on each pass over the saved
+    grades (a re-run makes four), so remembered per process, under a digest of the answer
+    rather than the answer itself (answers can be long)."""
+    known = (hashlib.blake2b(answer.encode(), digest_size=16).digest(), item.criterion_hash, judge_fingerprint)
+    key = _GRADE_KEYS.get(known)
+    if key is None:
+        if len(_GRADE_KEYS) >= 100_000:  # ≈ 30 MB; forgotten, then computed again as asked
+            _GRADE_KEYS.clear()
+        key = _GRADE_KEYS[known] = content_hash({"answer": answer, "item": item.criterion_hash,
+                                                 "judge": judge_fingerprint})
+    return key
+
+
+_GRADE_KEYS: dict[tuple[bytes, str, str], str] = {}
 
 
 def grades_file(state: Path, model_id: str, judge_fingerprint: str) -> Path:
