@@ -96,17 +96,3 @@ def pytest_collection_finish(session):
         if ungrouped:
             pytest.exit(f"--dist loadgroup does not group {ungrouped[0]} with this pytest and pytest-xdist: "
                         "see the pytest pin in pyproject.toml", returncode=3)
-
-
-def pytest_collection_modifyitems(config, items):
-    """The longest units go first, as xdist hands out work in collection order: a long group
-    started last would run alone at the end."""
-    order = {name: i for i, name in enumerate(LONG_FIRST)}
-    items.sort(key=lambda item: order.get(item.module.__name__.rsplit(".", 1)[-1], len(LONG_FIRST)))
-
-
-# The modules that take longest (summed from `make test`'s --durations list, 2026-12-07),
-# longest first; the rest keep their order after these. test_workers stands for its whole
-# xdist group, "prefect-server" (with test_search_pool, test_schedule, test_server: ≈ 450 s).
-LONG_FIRST = ["test_workers", "test_sweep", "test_judge_outage", "test_real_judge", "test_readme_walkthrough",
-              "test_search", "test_kill_loop", "test_early_server", "test_disk_full", "test_conversation_sweep"]
