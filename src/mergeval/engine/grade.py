@@ -50,7 +50,7 @@ class GradeStage:
 
 def grade_key(answer: str, item: Item, judge_fingerprint: str) -> str:
     """A saved grade's key. Asked for every item of every model on each pass over the saved
-    grades (a re-run makes four), so remembered per process, under a digest of the answer
+    grades (a re-run makes several), so remembered per process, under a digest of the answer
     rather than the answer itself (answers can be long)."""
     known = (hashlib.blake2b(answer.encode(), digest_size=16).digest(), item.criterion_hash, judge_fingerprint)
     key = _GRADE_KEYS.get(known)
