@@ -24,6 +24,12 @@ def content_hash(obj: Any) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def memo_digest(text: str) -> bytes:
+    """A short digest that stands for `text` in a per-process memo (a line already checked, an
+    answer already keyed): the memo keeps 16 bytes instead of a text that can be long."""
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
 def file_hash(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -13,7 +13,6 @@ which says where and how much room is left; what was written before it is kept.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from mergeval.core.hashing import content_hash, file_hash
+from mergeval.core.hashing import content_hash, file_hash, memo_digest
 
 MARKER = ".mergeval-complete"  # written last into a finished stage output folder
 CHECKSUM = "_sha256"  # a sealed record's hash of its own content (first 16 hex digits)
@@ -111,13 +110,12 @@ def _lines(path: Path) -> Iterator[tuple[int, dict | None]]:
             if isinstance(record, dict) and CHECKSUM in record:
                 sealed_seen = True
                 given = record.pop(CHECKSUM)
-                digest = hashlib.blake2b(line.encode(), digest_size=16).digest()
-                if digest in _VERIFIED:
-                    pass
-                elif given == content_hash(record)[:16]:
-                    _remember_verified(digest)
-                else:
-                    record = None
+                digest = memo_digest(line)
+                if digest not in _VERIFIED:
+                    if given != content_hash(record)[:16]:
+                        record = None
+                    else:
+                        _remember_verified(digest)
             elif sealed_seen or not isinstance(record, dict):
                 record = None
             yield n, record

@@ -19,14 +19,13 @@ or each turn with `grade: per_turn`; a conversation whose player failed is unsco
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
 from mergeval.core import store
-from mergeval.core.hashing import content_hash
+from mergeval.core.hashing import content_hash, memo_digest
 from mergeval.inputs.answer_checks import CheckResult, run_check, run_checks
 from mergeval.inputs.items import Item
 from mergeval.inputs.turns import checks_for_turn, is_conversation
@@ -52,7 +51,7 @@ def grade_key(answer: str, item: Item, judge_fingerprint: str) -> str:
     """A saved grade's key. Asked for every item of every model on each pass over the saved
     grades (a re-run makes several), so remembered per process, under a digest of the answer
     rather than the answer itself (answers can be long)."""
-    known = (hashlib.blake2b(answer.encode(), digest_size=16).digest(), item.criterion_hash, judge_fingerprint)
+    known = (memo_digest(answer), item.criterion_hash, judge_fingerprint)
     key = _GRADE_KEYS.get(known)
     if key is None:
         if len(_GRADE_KEYS) >= 100_000:  # ≈ 30 MB; forgotten, then computed again as asked
