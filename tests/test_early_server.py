@@ -150,9 +150,11 @@ def test_a_configured_server_is_noticed_without_importing_prefect(tmp_path, monk
 STARTING = """
 import os
 from mergeval.orchestration.early_server import prefect_server_starting
+from prefect.settings import get_current_settings
 with prefect_server_starting() as server:
     assert server.temporary
 print(os.environ["PREFECT_API_URL"])
+print("heartbeats:", get_current_settings().flows.heartbeat_frequency)
 """
 
 
@@ -163,6 +165,8 @@ def test_a_relative_prefect_home_is_where_the_server_keeps_its_database(tmp_path
     proc = subprocess.run([sys.executable, "-c", STARTING], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and proc.stdout.startswith("http://127.0.0.1:"), proc.stderr[-3000:]
+    # a temporary server has no automation reading them; each flow run waited for their thread
+    assert "heartbeats: None" in proc.stdout
     assert (tmp_path / "rel-home" / "prefect.db").is_file()  # migrated there, not in /rel-home
     [pid] = servers(tmp_path / "rel-home").values()
     assert gone(pid, wait_s=30)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import click
@@ -156,9 +156,12 @@ def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> 
         if stages.nothing_left(plan):
             report_outcome(rank_finished_sweep(request, plan), "sweep")
             return
+    # The inputs are checked on a thread of their own from the start: Prefect's import and the
+    # server's lease fill that thread's waits (the merge server's recipe checks, reading files).
+    planning = None if plan else in_background(check_sweep_inputs, request)
     try:
         with prefect_server_starting() as server:  # on the other core, while the inputs are checked
-            plan = plan or plan_while_prefect_loads(request)
+            plan = plan or plan_while_prefect_loads(planning, request)
             if server.temporary and stages.nothing_left(plan):
                 raise NothingLeft  # the server is stopped at once: nobody could watch it
             if not request.pool and any(stages.needs_build(plan, c) for c in plan.candidates):
@@ -172,18 +175,24 @@ def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> 
     report_outcome(outcome, "sweep")
 
 
-def plan_while_prefect_loads(request):
-    """check_sweep_inputs in a thread while this one imports Prefect and the flow: a recipe
-    checked for the first time waits for the merge server's imports (merge_server.call), and
-    Prefect's import fills that wait instead of following it."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        planning = pool.submit(check_sweep_inputs, request)
-        load_flow(request.ws)
-        if not planning.done() and request.generation.backend == "transformers":
-            # still waiting: what this process loads models with next (the answers, a local judge)
-            import transformers.modeling_utils  # noqa: F401
-            import transformers.models.auto.tokenization_auto  # noqa: F401
-        return planning.result()  # bad input: its SystemExit (status 2) or usage error, raised here
+def in_background(fn, *args) -> Future:
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)  # its one thread ends with fn
+
+
+def plan_while_prefect_loads(planning: Future, request):
+    """The plan check_sweep_inputs makes in `planning`, while this thread imports the flow: a
+    recipe checked for the first time waits for the merge server's imports (merge_server.call),
+    and this thread's imports fill that wait instead of following it."""
+    load_flow(request.ws)
+    if not planning.done() and request.generation.backend == "transformers":
+        # still waiting: what this process loads models with next (the answers, a local judge)
+        import transformers.modeling_utils  # noqa: F401
+        import transformers.models.auto.tokenization_auto  # noqa: F401
+    return planning.result()  # bad input: its SystemExit (status 2) or usage error, raised here
 
 
 class NothingLeft(Exception):

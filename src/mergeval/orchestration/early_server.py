@@ -70,8 +70,26 @@ def prefect_server_starting() -> Iterator[Starting]:
         # ... and no one reads the logs it would store (the console shows them): not sent
         os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
         refresh_global_settings_context()
+        _without_heartbeats()
     else:  # broken: let Prefect start (and explain) its own temporary server
         server.release(stop=True)
+
+
+def _without_heartbeats() -> None:
+    """Flow runs on the temporary server send no heartbeats. They feed only the automation that
+    marks a silent run Crashed, which only a real server has (deployments.ensure_zombie_automation),
+    and each flow run, a search's every trial too, waited up to a second at its end for the
+    heartbeat thread's sleep (Prefect joins it). Not expressible in the environment (None is
+    not an int there), so the process's settings are replaced as refresh_global_settings_context
+    replaces them. A frequency set in the environment is the user's, and kept."""
+    import prefect.context
+
+    if {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY"} & set(os.environ):
+        return
+
+    current = prefect.context.GLOBAL_SETTINGS_CONTEXT
+    prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.SettingsContext(
+        profile=current.profile, settings=current.settings.copy_with_update(updates={"flows.heartbeat_frequency": None}))
 
 
 def server_may_be_configured(cwd: Path | None = None) -> bool:
