@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sys
@@ -41,9 +42,16 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.pop("PREFECT_API_URL", None)
 # Merge servers (engine/merge_server.py) outlive the command that started them, so sweeps in a
-# row share one; a test session's are gone soon after it, not five minutes later.
-os.environ.setdefault("MERGEVAL_MERGE_SERVER_IDLE_S", "60")
-os.environ.setdefault("MERGEVAL_PREFECT_SERVER_IDLE_S", "60")  # the same for temporary Prefect servers
+# row share one. A session's live in a folder of its own (their sockets' folder is under
+# XDG_RUNTIME_DIR), so that its end stops every one of them, whichever environment started
+# it: they may idle as long as a session lasts instead of being started again (≈ 6 CPU-s of
+# imports each) after every quiet minute.
+os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="mgv-")
+atexit.register(shutil.rmtree, os.environ["XDG_RUNTIME_DIR"], ignore_errors=True)
+os.environ.setdefault("MERGEVAL_MERGE_SERVER_IDLE_S", "900")
+# Temporary Prefect servers of a test's own Prefect home are gone soon after it (the sweeps'
+# shared one idles longer and is stopped at the end: sweep_helpers.sweep_env).
+os.environ.setdefault("MERGEVAL_PREFECT_SERVER_IDLE_S", "60")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -52,7 +60,8 @@ def _stop_merge_server():
     from mergeval.engine import merge_server
     from tests.sweep_helpers import stop_shared_sweep_server
 
-    merge_server.shutdown()
+    for path in Path(merge_server.socket_path()).parent.glob("merge-*.sock"):
+        merge_server.shutdown(str(path))
     stop_shared_sweep_server()
 
 

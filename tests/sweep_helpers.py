@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests import zygote
+
 REPO = Path(__file__).resolve().parents[1]
 # Three merges keep the suite quick; together they cover ties, task arithmetic and a franken-merge.
 RECIPES = ("ties_d08.yaml", "task_arithmetic_w10.yaml", "passthrough_add02_rev24.yaml")
@@ -72,12 +74,14 @@ def sweep_env(ws: Path, home: Path | None = None) -> dict:
     Prefect server that outlives each command (orchestration/temporary_server.py), as a
     user's sweeps in a row do. A home starts with a copy of a database migrated once per test
     process (a fresh one costs ~6 s of migrations, which a user pays once, on the first sweep)."""
-    home = home or _shared_sweep_home()
+    shared, home = home is None, home or _shared_sweep_home()
     if not (home / "prefect.db").exists():
         home.mkdir(parents=True, exist_ok=True)
         shutil.copy(migrated_prefect_db(), home / "prefect.db")
     env = dict(os.environ, PREFECT_HOME=str(home), OMP_NUM_THREADS="1", MERGEVAL_THREADS="1")
     env.pop("PREFECT_API_URL", None)
+    if shared:  # stopped when the session ends (stop_shared_sweep_server): not started again meanwhile
+        env["MERGEVAL_PREFECT_SERVER_IDLE_S"] = "900"
     return env
 
 
@@ -156,8 +160,8 @@ def sweep_cmd(ws: Path, *args: str, keep: str | None = "all") -> list[str]:
 
 def run_sweep(ws: Path, *args: str, check: bool = True, keep: str | None = "all",
               home: Path | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run(sweep_cmd(ws, *args, keep=keep), env=sweep_env(ws, home), capture_output=True, text=True,
-                          timeout=600)
+    proc = zygote.run(sweep_cmd(ws, *args, keep=keep), env=sweep_env(ws, home), capture_output=True, text=True,
+                      timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"sweep failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
@@ -185,8 +189,8 @@ def line_counts(folder: Path) -> dict[str, int]:
 
 def kill_when(ws: Path, condition, timeout: float = 300) -> None:
     """Start a sweep and SIGKILL it (and its merge workers) as soon as `condition()` holds."""
-    proc = subprocess.Popen(sweep_cmd(ws), env=sweep_env(ws), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = zygote.Popen(sweep_cmd(ws), env=sweep_env(ws), start_new_session=True,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     try:
         while not condition():

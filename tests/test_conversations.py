@@ -4,7 +4,6 @@ turn on a tiny real model, a player that fails, and the judge's turn-by-turn fen
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from mergeval.inputs.turns import checks_for_turn, n_turns, user_turns
 from mergeval.proctora.conversation import TURN_CLOSE, combine_turns, conversation_requests
 from mergeval.proctora.judge import JudgeResult
 from mergeval.proctora.prompt import FENCE_CLOSE
+from tests import zygote
 from tests.serve import free_port
 from tests.sweep_helpers import sweep_env
 from tests.tiny_models import make_tiny_model
@@ -97,15 +97,15 @@ def test_a_player_file_that_does_not_parse_names_its_own_line(tmp_path):
     assert f"{player}:3: unknown key 'modle' in a player file (did you mean model?)" in " ".join(found)
     assert any(p.startswith(f"{player}:1: a player file needs model:") for p in found)
     # the command line refuses it the same way, with exit status 2, before anything runs
-    proc = subprocess.run([sys.executable, "-m", "mergeval.cli.main", "--workspace", str(tmp_path), "validate",
-                           str(tmp_path / "items" / "s")], capture_output=True, text=True, timeout=120)
+    proc = zygote.run([sys.executable, "-m", "mergeval.cli.main", "--workspace", str(tmp_path), "validate",
+                       str(tmp_path / "items" / "s")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and f"{player}:3: unknown key 'modle'" in proc.stderr, proc.stderr
     broken = write(tmp_path, "items/s/y.txt", "---\nchecks:\n  - equals: '1'\n    turn: 3\n---\nQuestion:\nq\n"
                    "Question:\nq2\nCriterion:\nc\n")
     (tmp_path / "merge_configs").mkdir()
-    sweep = subprocess.run([sys.executable, "-m", "mergeval.cli.main", "--workspace", str(tmp_path), "sweep",
-                            "merge_configs", "--items", "items/s"], capture_output=True, text=True, timeout=120,
-                           env=sweep_env(tmp_path))
+    sweep = zygote.run([sys.executable, "-m", "mergeval.cli.main", "--workspace", str(tmp_path), "sweep",
+                        "merge_configs", "--items", "items/s"], capture_output=True, text=True, timeout=120,
+                       env=sweep_env(tmp_path))
     assert sweep.returncode == 2 and f"{broken}:3: checks: equals names turn 3, but the item has 2 turn(s)" in sweep.stderr
     assert f"{player}:3: unknown key 'modle'" in sweep.stderr and not (tmp_path / ".mergeval").exists(), sweep.stderr
 

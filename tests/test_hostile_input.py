@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from mergeval.core.workspace import Workspace
 from mergeval.inputs.items import parse_item
 from mergeval.inputs.recipes import read_recipe
 from mergeval.inputs.text_files import MAX_BYTES
+from tests import zygote
 from tests.hostile_world import CORPUS, make_world, snapshot
 from tests.sweep_helpers import sweep_cmd, sweep_env
 
@@ -260,8 +260,8 @@ def test_sweep_on_bad_input_exits_2_before_prefect_and_writes_nothing(world):
     # Prefect's own home (its database) lies outside the snapshot, as ~/.prefect would: the
     # sweep may start Prefect's temporary server while it checks the inputs (early_server.py).
     env = sweep_env(world, home=world.parent.parent / f"{world.parent.name}-prefect")
-    proc = subprocess.run(sweep_cmd(world, "merge_configs/mine", "--items", "items/mine"),
-                          env=env, capture_output=True, text=True, timeout=300, cwd=world, check=False)
+    proc = zygote.run(sweep_cmd(world, "merge_configs/mine", "--items", "items/mine"),
+                      env=env, capture_output=True, text=True, timeout=300, cwd=world, check=False)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2, output
     assert "Traceback" not in output and "nothing was run" in output

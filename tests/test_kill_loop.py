@@ -34,6 +34,7 @@ from mergeval.core import store
 from mergeval.core.lock import workspace_lock
 from mergeval.core.workspace import Workspace
 from mergeval.runs.lookup import RunNotFound, find_run
+from tests import zygote
 from tests.sweep_helpers import (
     copy_world,
     make_toy_world,
@@ -138,8 +139,8 @@ def run_and_kill(ws: Path, phase: str, delay: float, rng: random.Random, log: Pa
     sweep = Sweep(ws)
     seen, over = sweep.trigger(phase, rng), sweep.phase_over(phase)
     with open(log, "wb") as out:
-        proc = subprocess.Popen(sweep_cmd(ws, *ARGS), env=sweep_env(ws), start_new_session=True,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = zygote.Popen(sweep_cmd(ws, *ARGS), env=sweep_env(ws), start_new_session=True,
+                            stdout=out, stderr=subprocess.STDOUT)
         deadline = None
         try:
             while proc.poll() is None:

@@ -18,7 +18,7 @@ from mergeval.core.workspace import Workspace
 from mergeval.inputs.items import load_items
 from mergeval.proctora.judge import Judge, render_request
 from mergeval.proctora.settings import load_settings
-from tests import serve
+from tests import serve, zygote
 from tests.conftest import tiny_zoo_workspace
 from tests.scripted_judge import (
     FEEDBACK_FIRST,
@@ -112,8 +112,8 @@ def tiny_world(root: Path, judge_model: Path) -> Path:
 
 
 def mergeval(ws: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mergeval.cli.main", "--workspace", str(ws), *args],
-                          env=sweep_env(ws), capture_output=True, text=True, timeout=600)
+    return zygote.run([sys.executable, "-m", "mergeval.cli.main", "--workspace", str(ws), *args],
+                      env=sweep_env(ws), capture_output=True, text=True, timeout=600)
 
 
 def test_sweep_file_with_served_answers_and_a_mostly_unscored_run(scripted, served, tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import zygote
 from tests.sweep_helpers import REPO, copy_toy_judge, copy_world, run_dir_of, run_json, run_sweep, sweep_env
 
 SPACE = "merge_configs/search/toy_ties.yaml"
@@ -50,7 +51,7 @@ def search_cmd(ws: Path, *args: str) -> list[str]:
 
 
 def run_search(ws: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(search_cmd(ws, *args), env=sweep_env(ws), capture_output=True, text=True, timeout=900)
+    return zygote.run(search_cmd(ws, *args), env=sweep_env(ws), capture_output=True, text=True, timeout=900)
 
 
 def study_trials(ws: Path) -> list:
@@ -127,8 +128,8 @@ def test_best_yaml_validates_and_sweeps_like_any_recipe(world, searched, tmp_pat
     (ws / "merge_configs" / "best").mkdir()
     (ws / "merge_configs" / "best" / "best.yaml").write_text((searched / "best.yaml").read_text())
     env = sweep_env(ws)
-    ok = subprocess.run([sys.executable, "-m", "mergeval.cli.main", "--workspace", str(ws), "validate",
-                         "merge_configs/best"], env=env, capture_output=True, text=True)
+    ok = zygote.run([sys.executable, "-m", "mergeval.cli.main", "--workspace", str(ws), "validate",
+                     "merge_configs/best"], env=env, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     with open(run_dir_of(run_sweep(ws, "merge_configs/best")) / "ranking.csv") as f:
         assert "best" in {r["model"] for r in csv.DictReader(f)}
@@ -137,8 +138,8 @@ def test_best_yaml_validates_and_sweeps_like_any_recipe(world, searched, tmp_pat
 def test_a_search_killed_mid_trial_resumes_without_rerunning_finished_trials(world, tmp_path):
     ws = copy_world(world, tmp_path / "ws", with_state=False)
     trials_dir = ws / ".mergeval" / "search"
-    proc = subprocess.Popen(search_cmd(ws, SPACE, *ARGS), env=sweep_env(ws), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = zygote.Popen(search_cmd(ws, SPACE, *ARGS), env=sweep_env(ws), start_new_session=True,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     try:  # the second trial's recipe is written: trial 0 is finished, trial 1 has begun
         while len(list(trials_dir.glob("*/trials/*.yaml"))) < 2:

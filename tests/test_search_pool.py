@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from tests import zygote
 from tests.sweep_helpers import copy_world, run_dir_of
 from tests.test_search import SPACE, search_cmd, study_trials, world  # noqa: F401  (its module fixture)
 from tests.test_server import client_for, flow_runs, prefect_server, server_env, stop, task_runs  # noqa: F401
@@ -32,8 +33,8 @@ def test_pool_without_a_server_is_refused_before_any_work(world, tmp_path):
     from tests.sweep_helpers import sweep_env
 
     ws = copy_world(world, tmp_path / "ws", with_state=False)
-    proc = subprocess.run(search_cmd(ws, SPACE, *ARGS, "--pool", "nowhere"), env=sweep_env(ws),
-                          capture_output=True, text=True, timeout=300)
+    proc = zygote.run(search_cmd(ws, SPACE, *ARGS, "--pool", "nowhere"), env=sweep_env(ws),
+                      capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "work pool 'nowhere' needs a Prefect server" in proc.stderr, proc.stderr[-2000:]
     assert not (ws / ".mergeval" / "search").exists() and not (ws / "reports").exists()
 
@@ -44,8 +45,8 @@ def test_trials_run_as_child_flow_runs_on_the_pools_workers(prefect_server, worl
     workers = start_workers(prefect_server, pool, tmp_path, ("w1", "w2"))
     try:
         started = time.monotonic()
-        proc = subprocess.run(search_cmd(ws, SPACE, *ARGS, "--pool", pool), capture_output=True, text=True,
-                              env=server_env(prefect_server, ws / ".prefect"), timeout=SEARCH_S)
+        proc = zygote.run(search_cmd(ws, SPACE, *ARGS, "--pool", pool), capture_output=True, text=True,
+                          env=server_env(prefect_server, ws / ".prefect"), timeout=SEARCH_S)
         elapsed = time.monotonic() - started
     finally:
         for w in workers.values():

@@ -102,10 +102,10 @@ def server_pid() -> int | None:
         return None
 
 
-def shutdown() -> None:
-    """Stop the server for this environment, if one runs (a benchmark's first run, a test
-    session's end); merges in progress finish for their clients."""
-    path = socket_path()
+def shutdown(path: str | None = None) -> None:
+    """Stop the server for this environment (or the one at `path`), if one runs (a benchmark's
+    first run, a test session's end); merges in progress finish for their clients."""
+    path = path or socket_path()
     try:
         with _connection(path) as conn:
             _send(conn, {"shutdown": True}, answers=0)
