@@ -25,6 +25,7 @@ import json
 import os
 import runpy
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -66,13 +67,14 @@ def _started() -> dict:
             if proc.stdout.readline().strip() != b"ready":
                 raise RuntimeError(f"the zygote did not start (exit status {proc.wait()})")
             _server.update(proc=proc, path=path, env=env)
-            atexit.register(_stop, proc)
+            atexit.register(_stop, proc, path)
         return _server
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen, path: str) -> None:
     proc.stdin.close()  # its end of file: the server exits (the children it forked run on)
     proc.wait(timeout=30)
+    shutil.rmtree(Path(path).parent, ignore_errors=True)
 
 
 class Popen(subprocess.Popen):
