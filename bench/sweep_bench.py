@@ -266,8 +266,11 @@ def main() -> None:
     parser.add_argument("--overlap", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="+", help="run only these figures (e.g. prefect_vs_direct rerun)")
     args = parser.parse_args()
-    if args.direct:
-        return run_direct(Workspace(args.direct.resolve()), args.overlap)
+    if args.direct:  # it exits as `mergeval` does (cli/main.py): like for like
+        from mergeval.core.exiting import exit_without_teardown
+
+        run_direct(Workspace(args.direct.resolve()), args.overlap)
+        exit_without_teardown(0)
     root = Path(tempfile.mkdtemp(prefix="mergeval-bench-"))
     world = args.world.resolve() if args.world else make_toy_world(root / "world")
     # Each run's fresh workspace gets a copy of a migrated Prefect database (sweep_env), as a

@@ -35,6 +35,8 @@ import threading
 import traceback
 from pathlib import Path
 
+from mergeval.core.exiting import exit_without_teardown
+
 PRELOAD = ("torch", "transformers.modeling_utils", "transformers.models.auto.tokenization_auto", "pandas")
 # What the preloaded libraries (and the interpreter) read from the environment at import:
 # a child whose values differ from the server's is started fresh instead.
@@ -181,7 +183,7 @@ def serve(path: str) -> None:
                 for fd in (listener.fileno(), conn.fileno(), sys.stdin.fileno(), *children,
                            *(c.fileno() for _, c in children.values())):
                     os.close(fd)
-                os._exit(_child(request, fds))
+                exit_without_teardown(_child(request, fds))  # `mergeval` itself ends that way first
             for fd in fds:
                 os.close(fd)
             _send(conn, f"{pid}\n")
@@ -195,7 +197,7 @@ def _send(conn: socket.socket, text: str) -> None:
         pass
 
 
-def _child(request: dict, fds: list[int]) -> int:
+def _child(request: dict, fds: list[int]) -> int | str | None:
     """Become `python -m argv...` in the request's session, folder and environment."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the server ignores it; a command does not
     if request["new_session"]:
@@ -213,22 +215,11 @@ def _child(request: dict, fds: list[int]) -> int:
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as e:
-        code = _exit_code(e.code)
+        code = e.code
     except BaseException:
         traceback.print_exc()
         code = 1
-    threading._shutdown()  # as the interpreter's own exit: non-daemon threads first, then atexit
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
     return code
-
-
-def _exit_code(code) -> int:
-    if code is None or isinstance(code, int):
-        return code or 0
-    print(code, file=sys.stderr)
-    return 1
 
 
 if __name__ == "__main__":

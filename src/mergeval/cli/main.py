@@ -20,6 +20,7 @@ from mergeval.cli.orchestration import schedule, server, worker
 from mergeval.cli.runs import export, leaderboard
 from mergeval.cli.search import expand, search
 from mergeval.cli.sweep import build_cmd, sweep, validate, zoo
+from mergeval.core.exiting import exit_without_teardown
 from mergeval.core.workspace import Workspace
 
 
@@ -49,5 +50,16 @@ for command in (zoo, validate, build_cmd, sweep, search, expand, regrade, calibr
     main.add_command(command)
 
 
+def run() -> None:
+    """The `mergeval` command: the group, then exit_without_teardown (core/exiting.py). An
+    exception other than SystemExit ends the way Python ends it."""
+    code = 0
+    try:
+        main()  # click's standalone mode ends in SystemExit
+    except SystemExit as e:
+        code = e.code
+    exit_without_teardown(code)
+
+
 if __name__ == "__main__":
-    main()
+    run()
