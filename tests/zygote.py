@@ -176,8 +176,12 @@ def serve(path: str) -> None:
             os.close(pidfd)
         if listener in ready:
             conn, _ = listener.accept()
-            message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
-            request = json.loads(message)
+            request, fds = _receive(conn)
+            if request is None:  # a client that went away before it asked
+                for fd in fds:
+                    os.close(fd)
+                conn.close()
+                continue
             pid = os.fork()
             if pid == 0:
                 for fd in (listener.fileno(), conn.fileno(), sys.stdin.fileno(), *children,
@@ -188,6 +192,17 @@ def serve(path: str) -> None:
                 os.close(fd)
             _send(conn, f"{pid}\n")
             children[os.pidfd_open(pid)] = (pid, conn)
+
+
+def _receive(conn: socket.socket) -> tuple[dict | None, list[int]]:
+    """One request (a line of JSON, however the stream splits it) and the three fds sent with it."""
+    message, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+    while message and not message.endswith(b"\n"):
+        chunk = conn.recv(1 << 16)
+        if not chunk:
+            return None, fds
+        message += chunk
+    return (json.loads(message) if message else None), fds
 
 
 def _send(conn: socket.socket, text: str) -> None:
