@@ -46,6 +46,7 @@ def test_a_forked_command_has_its_own_session_and_dies_by_sigkill(tmp_path):
 
 def test_what_the_imports_read_differs_or_it_is_not_python_m_so_it_starts_fresh():
     assert not zygote.forkable([sys.executable, "-m", "probe"], dict(os.environ, HF_HOME="/elsewhere"))
+    assert not zygote.forkable([sys.executable, "-m", "probe"], dict(os.environ, XDG_CACHE_HOME="/elsewhere"))
     assert not zygote.forkable([sys.executable, "-c", "pass"], None)
     assert not zygote.forkable(["mergeval", "sweep"], None)
     done = zygote.run([sys.executable, "-c", "import sys; sys.exit(5)"], timeout=60)  # subprocess's own way

@@ -39,9 +39,10 @@ from mergeval.core.exiting import exit_without_teardown
 
 PRELOAD = ("torch", "transformers.modeling_utils", "transformers.models.auto.tokenization_auto", "pandas")
 # What the preloaded libraries (and the interpreter) read from the environment at import:
-# a child whose values differ from the server's is started fresh instead.
-IMPORT_TIME_ENV = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TORCH", "OMP_", "MKL_", "PYTHON", "TOKENIZERS_",
-                   "CUDA", "LD_", "PANDAS_", "NUMPY", "OPENBLAS", "KMP_")
+# a child whose values differ from the server's is started fresh instead. HOME and XDG_: where
+# huggingface_hub puts its cache when HF_HOME is not set, decided when it is imported.
+IMPORT_TIME_ENV = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TORCH", "PYTORCH_", "OMP_", "MKL_", "PYTHON",
+                   "TOKENIZERS_", "CUDA", "LD_", "PANDAS_", "NUMPY", "OPENBLAS", "KMP_", "HOME", "XDG_")
 _server: dict = {}  # this process's server: {"proc", "path", "env"}
 _lock = threading.Lock()
 
