@@ -42,6 +42,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ class Item:
             out["player"] = self.player.key_data()
         return out
 
-    @property
+    @cached_property  # asked for each grade key: every item of every model, several passes a sweep
     def criterion_hash(self) -> str:
         """What a grade depends on besides the answer: re-grade only when this changes."""
         return content_hash(
