@@ -168,6 +168,7 @@ def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> 
                 merge_server.warm()  # mergekit's import, on the other core, while Prefect starts
             check_judge(plan)
             flow = load_flow(request.ws)
+            request.hand_over(plan)  # the flow's own request.plan() takes it
     except NothingLeft:
         outcome = rank_finished_sweep(request, plan)
     else:
