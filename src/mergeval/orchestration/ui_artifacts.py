@@ -10,13 +10,17 @@ folder on disk is the record, the UI is a view of it.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
 log = logging.getLogger(__name__)
 _progress_ids: dict[str, object] = {}  # flow run id → its progress artifact, updated in place
+_progress_writes: list[Future] = []  # sent, in order, by one thread of their own
+_writer: ThreadPoolExecutor | None = None
 
 
 def _flow_run_id() -> str | None:
@@ -29,10 +33,19 @@ def _flow_run_id() -> str | None:
 
 
 def progress(done: int, total: int) -> None:
-    """models done / total, as a progress artifact on the flow run."""
+    """models done / total, as a progress artifact on the flow run. Sent on a thread of its own,
+    in order: the flow's next model does not wait for the server's answer (15 round trips, ≈0.2 s
+    of a toy sweep's critical path). `publish` waits for them."""
+    global _writer
     run_id = _flow_run_id()
     if run_id is None:
         return
+    _writer = _writer or ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergeval-progress")
+    context = contextvars.copy_context()  # the flow run's, which Prefect's client calls read
+    _progress_writes.append(_writer.submit(context.run, _write_progress, run_id, done, total))
+
+
+def _write_progress(run_id: str, done: int, total: int) -> None:
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     percent = 100.0 * done / total if total else 100.0
@@ -83,6 +96,9 @@ def publish(run_dir: str | Path) -> None:
     if _flow_run_id() is None:
         return
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    while _progress_writes:  # the progress bar reaches its end before the ranking appears
+        _progress_writes.pop(0).result()
 
     run_dir = Path(run_dir)
     try:
