@@ -170,3 +170,30 @@ def test_a_relative_prefect_home_is_where_the_server_keeps_its_database(tmp_path
     assert (tmp_path / "rel-home" / "prefect.db").is_file()  # migrated there, not in /rel-home
     [pid] = servers(tmp_path / "rel-home").values()
     assert gone(pid, wait_s=30)
+
+
+def test_the_servers_connections_send_without_waiting_for_acks():
+    """Nagle off on what the temporary server accepts: with it on, every request after the first
+    on a kept-alive connection (all of a sweep's Prefect calls) waited ≈40 ms for a delayed ACK."""
+    import asyncio
+    import socket
+
+    from mergeval.orchestration.prefect_daemon import listening_socket
+
+    async def accepted_nodelay() -> int:
+        seen = asyncio.get_running_loop().create_future()
+
+        def on_connect(reader, writer):
+            sock = writer.get_extra_info("socket")
+            seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        listener = listening_socket()
+        server = await asyncio.start_server(on_connect, sock=listener)  # as uvicorn serves it
+        async with server:
+            _, writer = await asyncio.open_connection(*listener.getsockname())
+            nodelay = await asyncio.wait_for(seen, 30)
+            writer.close()
+        return nodelay
+
+    assert asyncio.run(accepted_nodelay()) != 0

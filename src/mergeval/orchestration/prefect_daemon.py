@@ -31,13 +31,7 @@ from pathlib import Path
 
 def main(argv: list[str]) -> None:
     folder, key, idle_s = Path(argv[0]), argv[1], float(argv[2])
-    # IPPROTO_TCP, not the default 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that
-    # say so. With it on, uvicorn's two writes per response (head, body) waited for the client's
-    # delayed ACK: every request after the first on a kept-alive connection took ≈44 ms, not ≈3.
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(2048)
+    listener = listening_socket()
     child = os.fork()
     if child:
         print(json.dumps({"port": listener.getsockname()[1], "pid": child}), flush=True)
@@ -61,6 +55,18 @@ def main(argv: list[str]) -> None:
     # it, so nothing runs after this; the state file left names a dead pid, which clients read
     # as no server (temporary_server.shutdown removes it itself).
     server.run(sockets=[listener])
+
+
+def listening_socket() -> socket.socket:
+    """A free port on 127.0.0.1, listening. IPPROTO_TCP, not the default 0: asyncio turns Nagle
+    off (TCP_NODELAY) only on accepted sockets that say so. With Nagle on, uvicorn's two writes
+    per response (head, body) waited for the client's delayed ACK: every request after the first
+    on a kept-alive connection took ≈44 ms instead of ≈1.5."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(2048)
+    return listener
 
 
 def _build_routes(server, port: int) -> None:
