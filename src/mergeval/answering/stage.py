@@ -31,6 +31,7 @@ from mergeval.answering.player import play
 from mergeval.answering.settings import GenerationSettings
 from mergeval.core import store
 from mergeval.core.hashing import content_hash
+from mergeval.core.progress import ProgressLines
 from mergeval.inputs.items import Item
 from mergeval.inputs.turns import is_conversation
 
@@ -144,7 +145,7 @@ def _answer(gen, items: list[Item], wanted: set[str], settings: GenerationSettin
             log) -> None:
     """Answer the items whose id is in `wanted`; `items` are all of them, so that the batches
     are cut the same whether a stage resumes or not."""
-    done = 0
+    done, say = 0, ProgressLines(log)
     # One pass per answer length: the backend reads its settings at each answer() call,
     # so one loaded model answers every group (most suites have a single length).
     for length in sorted({settings.tokens_for(it.max_new_tokens) for it in items}):
@@ -158,7 +159,7 @@ def _answer(gen, items: list[Item], wanted: set[str], settings: GenerationSettin
             store.append_jsonl(path, [_record(model_id, it, t, u, settings)
                                       for it, t, u in zip(batch, texts, usage)], sealed=True)
             done += len(batch)
-            log(f"{model_id}: answered {done}/{len(wanted)}")
+            say(f"{model_id}: answered {done}/{len(wanted)}")
 
 
 def _answer_conversations(gen, items: list[Item], settings: GenerationSettings, path: Path, model_id: str,

@@ -26,6 +26,7 @@ from typing import Callable, Protocol
 
 from mergeval.core import store
 from mergeval.core.hashing import content_hash, memo_digest
+from mergeval.core.progress import ProgressLines
 from mergeval.inputs.answer_checks import CheckResult, run_check, run_checks
 from mergeval.inputs.items import Item
 from mergeval.inputs.turns import checks_for_turn, is_conversation
@@ -156,6 +157,7 @@ def grade_answers(
     todo = pending(path, items, answers, judge_fingerprint)
     needs_judge = [it for it in todo if it.criterion is not None]
     judge = open_judge() if (needs_judge and open_judge) else None
+    say = ProgressLines(log)
     try:
         for start in range(0, len(todo), GRADE_CHUNK):
             chunk = todo[start : start + GRADE_CHUNK]
@@ -173,7 +175,7 @@ def grade_answers(
                 records.append(grade_record(it, answers[it.id], key, item_checks(it, answers[it.id]),
                                             results.get(it.id), scale, extras.get(it.id)))
             store.append_jsonl(path, records, sealed=True)
-            log(f"graded {min(start + GRADE_CHUNK, len(todo))}/{len(todo)}")
+            say(f"graded {min(start + GRADE_CHUNK, len(todo))}/{len(todo)}")
     finally:
         if judge is not None and hasattr(judge, "close"):
             judge.close()
