@@ -57,8 +57,14 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+# Items answered per generate() call, on both sides (--batch-size): a smaller batch is more work
+# per model for the same tasks, which shows how the orchestration's cost scales.
+BATCH_SIZE = GenerationSettings().batch_size
+
+
 def cli_sweep(ws: Path, api_url: str | None = None, *extra: str) -> None:
-    cmd = [sys.executable, "-m", "mergeval.cli.main", "--workspace", str(ws), "sweep", "--keep", "all", *extra]
+    cmd = [sys.executable, "-m", "mergeval.cli.main", "--workspace", str(ws), "sweep", "--keep", "all",
+           "--batch-size", str(BATCH_SIZE), *extra]
     env = sweep_env(ws) if api_url is None else {**sweep_env(ws), "PREFECT_API_URL": api_url}
     subprocess.run(cmd, env=env, check=True, capture_output=True)
 
@@ -91,7 +97,8 @@ def mergeval_server(root: Path):
 
 def direct_sweep(ws: Path, overlap: bool) -> None:
     """The flow's loop without Prefect, in a fresh process like the CLI's."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--direct", str(ws), *(["--overlap"] if overlap else [])]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--direct", str(ws), "--batch-size", str(BATCH_SIZE),
+           *(["--overlap"] if overlap else [])]
     subprocess.run(cmd, env=sweep_env(ws), check=True, capture_output=True)
 
 
@@ -139,7 +146,7 @@ def plan_importing_transformers(ws: Workspace):
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         planning = pool.submit(plan_sweep, ws, ws.configs / "toy", ws.items / "toy", ws.judge_file,
-                               GenerationSettings())
+                               GenerationSettings(batch_size=BATCH_SIZE))
         import transformers.modeling_utils  # noqa: F401
         import transformers.models.auto.tokenization_auto  # noqa: F401
         return planning.result()
@@ -259,13 +266,17 @@ def bench_merge_server_call(repeats: int = 30) -> dict:
 
 
 def main() -> None:
+    global BATCH_SIZE
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", type=Path, help="a workspace with zoo/, items/toy, merge_configs/toy")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "sweep_bench.json")
     parser.add_argument("--direct", type=Path, help=argparse.SUPPRESS)  # the baseline's own process
     parser.add_argument("--overlap", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="+", help="run only these figures (e.g. prefect_vs_direct rerun)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help="items per generate() call in the sweeps, Prefect and direct alike")
     args = parser.parse_args()
+    BATCH_SIZE = args.batch_size
     if args.direct:  # it exits as `mergeval` does (cli/main.py): like for like
         from mergeval.core.exiting import exit_without_teardown
 
@@ -290,6 +301,7 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "world": str(world),
+        "batch_size": BATCH_SIZE,
         **{name: bench() for name, bench in benches.items() if not args.only or name in args.only},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
