@@ -122,6 +122,26 @@ def test_a_killed_command_lets_go_of_the_server(tmp_path):
             h.wait()
 
 
+def test_a_server_whose_prefect_home_is_removed_stops(tmp_path):
+    """No client can find a server whose state folder is gone (a deleted Prefect home, a test's
+    removed temp folder): it stops, where its idle watcher used to die and leave it serving."""
+    import shutil
+
+    env = {**sweep_env(tmp_path, tmp_path / "home"), "MERGEVAL_PREFECT_SERVER_IDLE_S": "600"}
+    holder = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(holder.stdout.readline().split()[0])
+        assert holder.stdout.readline().strip() == "healthy"
+        holder.kill()
+        holder.wait()
+        assert not gone(pid, wait_s=2)  # unleased, but its idle time (600 s) is far off
+        shutil.rmtree(tmp_path / "home")
+        assert gone(pid, wait_s=30)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_configured_server_is_noticed_without_importing_prefect(tmp_path, monkeypatch):
     """A re-run skips Prefect only where no server can be configured; any sign of one, and
     Prefect itself is asked (so a re-run still shows in the user's UI)."""

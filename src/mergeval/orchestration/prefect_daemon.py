@@ -91,13 +91,16 @@ def _stop_when_unleased(server, folder: Path, key: str, idle_s: float) -> None:
     unleased_since = time.monotonic()
     while not server.should_exit:
         time.sleep(min(1.0, idle_s / 4))
-        with open(folder / f"{key}.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # no client is between reading the state and leasing
-            if leased(folder / f"{key}.lease"):
-                unleased_since = time.monotonic()
-            elif time.monotonic() - unleased_since >= idle_s:
-                _forget(folder, key)  # under the lock: the next client starts a server of its own
-                server.should_exit = True
+        try:
+            with open(folder / f"{key}.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # no client is between reading the state and leasing
+                if leased(folder / f"{key}.lease"):
+                    unleased_since = time.monotonic()
+                elif time.monotonic() - unleased_since >= idle_s:
+                    _forget(folder, key)  # under the lock: the next client starts a server of its own
+                    server.should_exit = True
+        except OSError:  # its folder was removed (a Prefect home deleted): no client can find it again
+            server.should_exit = True
 
 
 def leased(path: Path) -> bool:
