@@ -161,13 +161,13 @@ def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> 
     planning = None if plan else in_background(check_sweep_inputs, request)
     try:
         with prefect_server_starting() as server:  # on the other core, while the inputs are checked
-            plan = plan or plan_while_prefect_loads(planning, request)
+            flow = load_flow(request.ws)  # Prefect's and the flow's imports, while `planning` checks
+            plan = plan or planned(planning, request)
             if server.temporary and stages.nothing_left(plan):
                 raise NothingLeft  # the server is stopped at once: nobody could watch it
             if not request.pool and any(stages.needs_build(plan, c) for c in plan.candidates):
                 merge_server.warm()  # mergekit's import, on the other core, while Prefect starts
             check_judge(plan)
-            flow = load_flow(request.ws)
             request.hand_over(plan)  # the flow's own request.plan() takes it
     except NothingLeft:
         outcome = rank_finished_sweep(request, plan)
@@ -184,11 +184,10 @@ def in_background(fn, *args) -> Future:
         pool.shutdown(wait=False)  # its one thread ends with fn
 
 
-def plan_while_prefect_loads(planning: Future, request):
-    """The plan check_sweep_inputs makes in `planning`, while this thread imports the flow: a
+def planned(planning: Future, request):
+    """The plan check_sweep_inputs makes in `planning`, once this thread has imported the flow: a
     recipe checked for the first time waits for the merge server's imports (merge_server.call),
     and this thread's imports fill that wait instead of following it."""
-    load_flow(request.ws)
     if not planning.done() and request.generation.backend == "transformers":
         # still waiting: what this process loads models with next (the answers, a local judge)
         import transformers.modeling_utils  # noqa: F401
