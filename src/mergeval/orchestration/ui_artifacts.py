@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
 log = logging.getLogger(__name__)
 _progress_ids: dict[str, object] = {}  # flow run id → its progress artifact, updated in place
-_progress_writes: list[Future] = []  # sent, in order, by one thread of their own
-_writer: ThreadPoolExecutor | None = None
+_writer: ThreadPoolExecutor | None = None  # one thread: the updates are sent in order
 
 
 def _flow_run_id() -> str | None:
@@ -42,7 +41,7 @@ def progress(done: int, total: int) -> None:
         return
     _writer = _writer or ThreadPoolExecutor(max_workers=1, thread_name_prefix="mergeval-progress")
     context = contextvars.copy_context()  # the flow run's, which Prefect's client calls read
-    _progress_writes.append(_writer.submit(context.run, _write_progress, run_id, done, total))
+    _writer.submit(context.run, _write_progress, run_id, done, total)
 
 
 def _write_progress(run_id: str, done: int, total: int) -> None:
@@ -97,8 +96,8 @@ def publish(run_dir: str | Path) -> None:
         return
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    while _progress_writes:  # the progress bar reaches its end before the ranking appears
-        _progress_writes.pop(0).result()
+    if _writer:  # the progress bar reaches its end before the ranking appears: behind the updates
+        _writer.submit(int).result()
 
     run_dir = Path(run_dir)
     try:
