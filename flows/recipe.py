@@ -23,7 +23,7 @@ from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 from prefect.utilities.annotations import quote
 
-from mergeval.engine import stages
+from mergeval.engine import stage_process, stages
 from mergeval.engine.request import SweepRequest
 from mergeval.orchestration import deployments, sealed_results
 
@@ -49,19 +49,19 @@ def gpu(backend: str):
 
 @task(cache_key_fn=by_content, persist_result=True)
 def build(plan, cand, key: str) -> dict:
-    return sealed_results.sealed(stages.build_stage(plan, cand, log=_log))  # CPU and disk, in a subprocess: no GPU lock
+    return sealed_results.sealed(stage_process.call(stages.build_stage, plan, cand, log=_log))  # CPU and disk, in a subprocess: no GPU lock
 
 
 @task(cache_key_fn=by_content, persist_result=True)
 def answer(plan, cand, key: str) -> dict:
     with gpu(plan.generation.backend):
-        return sealed_results.sealed(stages.answer_stage(plan, cand, log=_log))
+        return sealed_results.sealed(stage_process.call(stages.answer_stage, plan, cand, log=_log))
 
 
 @task(cache_key_fn=by_content, persist_result=True)
 def grade(plan, cand, key: str) -> dict:
     with gpu(plan.judge.backend):  # a remote judge grades while the next model is answered
-        return sealed_results.sealed(stages.grade_stage(plan, cand, log=_log))
+        return sealed_results.sealed(stage_process.call(stages.grade_stage, plan, cand, log=_log))
 
 
 def submit(stage_task, plan, cand):

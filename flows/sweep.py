@@ -23,7 +23,7 @@ from prefect.utilities.annotations import quote
 
 from mergeval.core.errors import SweepFailed
 from mergeval.core.lock import workspace_lock
-from mergeval.engine import stages
+from mergeval.engine import stage_process, stages
 from mergeval.engine.request import SweepRequest
 from mergeval.orchestration import deployments, ui_artifacts
 
@@ -34,7 +34,7 @@ def _log(message: str) -> None:
 
 @task
 def report(plan, graded, stats, failures, settings, started) -> str:
-    return str(stages.finish(plan, graded, stats, failures, settings, started))
+    return str(stage_process.call(stages.finish, plan, graded, stats, failures, settings, started))
 
 
 # Three threads: the next merge's build, this model's answers, the last model's grades.
@@ -74,7 +74,7 @@ def sweep(
     request.check()  # a bad keep, or vllm without a GPU: say so before any work
     with workspace_lock(request.ws.state):  # one sweep per workspace: the caches are shared
         plan = request.plan()
-        stages.check_judge(plan)  # before any GPU time: is the judge there?
+        stage_process.call(stages.check_judge, plan)  # before any GPU time: is the judge there?
 
         stats = stages.empty_stats()
         if request.pool:  # each model's build → answer → grade on whichever worker takes it

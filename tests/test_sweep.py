@@ -5,8 +5,16 @@ Every sweep here is a real `mergeval sweep` process with its own embedded Prefec
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 
+from tests import zygote
+from tests.fault_world import same_results
 from tests.sweep_helpers import (
     RECIPES,
     copy_world,
@@ -19,6 +27,8 @@ from tests.sweep_helpers import (
     run_json,
     run_sweep,
     shrink_world,
+    sweep_cmd,
+    sweep_env,
 )
 
 ITEMS_PER_SKILL = 20  # 40 of the 200 toy items: every batch size and kill point still has room
@@ -215,3 +225,41 @@ def test_the_shipped_toy_sweep_file_runs_what_make_demo_runs(world, baseline, tm
     assert run["settings"]["judge"] == "judge/toy/proctora.yaml" and run["settings"]["keep"] == "all"  # flag wins
     for name in ("build", "answer", "grade"):
         assert stage(run, name)["items_executed"] == 0, (name, stage(run, name))
+
+
+def test_a_stage_whose_process_dies_fails_its_model_alone_and_the_same_command_resumes(world, baseline, tmp_path):
+    """The stages run in a process of their own (engine/stage_process.py). When it dies (a crash
+    in a kernel, the OOM killer: SIGKILL here) mid-answer, that model's task fails, the sweep goes
+    on in its own process, ranks the others and exits 1; the same command again runs the rest."""
+    ws = copy_world(world, tmp_path / "ws", with_state=False)
+    mid_answer = partly_written(ws / ".mergeval" / "answers", N_ITEMS)
+    sweep = zygote.Popen(sweep_cmd(ws, "--sequential"), env=sweep_env(ws), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not mid_answer():
+        assert sweep.poll() is None and time.monotonic() < deadline, "no answer was written part-way"
+        time.sleep(0.01)
+    [worker] = [pid for pid in children(sweep.pid) if cmdline(pid) == cmdline(sweep.pid)]  # forked: same argv
+    os.kill(worker, signal.SIGKILL)
+    out, err = sweep.communicate(timeout=600)
+    assert sweep.returncode == 1, err[-3000:]
+    run_dir = run_dir_of(subprocess.CompletedProcess(sweep.args, 1, out, err))
+    [failure] = run_json(run_dir)["failures"]
+    assert failure["stage"] in ("answer", "grade")  # answering, or its last batch was written just before
+    assert f"the stage process (pid {worker}) ended: killed by SIGKILL" in failure["error"]
+    graded = {r["model"] for r in results(run_dir)}
+    assert graded == {r["model"] for r in results(baseline)} - {failure["model"]}
+
+    resumed = run_dir_of(run_sweep(ws))
+    assert stage(run_json(resumed), failure["stage"])["executed"] == 1  # that model's, alone
+    # graded last this time, the model finds other models' judge calls cached in another order:
+    # judge_weighted moves in the 9th digit (tests/test_workers.py says why); nothing else may
+    same_results(resumed, baseline, close=("judge_weighted",))
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -102,23 +102,20 @@ def check_sweep_inputs(request):
 def check_judge(plan) -> None:
     """A judge that is down stops the sweep here, in one line and before Prefect starts,
     if anything is left to grade (exit status 1: the input is fine, the service is not)."""
-    from mergeval.engine import stages
+    from mergeval.engine import stage_process, stages
     from mergeval.proctora.backend_base import JudgeUnavailable
 
     try:
-        stages.check_judge(plan)
+        stage_process.call(stages.check_judge, plan)  # the judge's tokenizer loads where it will grade
     except JudgeUnavailable as e:
         click.echo(f"the judge is not available: {e}\nnothing was run.", err=True)
         sys.exit(1)
 
 
 def summarize(run_dir: Path) -> None:
-    import pandas as pd
+    from mergeval.engine import stage_process
 
-    ranking = pd.read_csv(run_dir / "ranking.csv")
-    cols = [c for c in ("rank", "model", "score", "vs_best_parent", "n_unscored", "method") if c in ranking]
-    click.echo("\n" + ranking[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    click.echo("\n" + verdict_sentence(pd.read_csv(run_dir / "comparisons.csv")))
+    click.echo(stage_process.call(ranking_text, run_dir))  # pandas: where the stages run, if apart
     click.echo(f"\nreport: {run_dir / 'report.md'}")
     click.echo(f"        {run_dir / 'report.html'} (open in a browser)")
 
@@ -137,6 +134,16 @@ def report_outcome(outcome, what: str) -> Path:
         sys.exit(1)
     summarize(Path(outcome))
     return Path(outcome)
+
+
+def ranking_text(run_dir: Path) -> str:
+    """The ranking table and the verdict sentence, as the console shows them."""
+    import pandas as pd
+
+    ranking = pd.read_csv(run_dir / "ranking.csv")
+    cols = [c for c in ("rank", "model", "score", "vs_best_parent", "n_unscored", "method") if c in ranking]
+    table = ranking[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}")
+    return f"\n{table}\n\n{verdict_sentence(pd.read_csv(run_dir / 'comparisons.csv'))}"
 
 
 def verdict_sentence(comparisons) -> str:

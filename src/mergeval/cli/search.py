@@ -72,6 +72,10 @@ def search(ctx: click.Context, space: str, dry_run: bool, **options) -> None:
         click.echo(f"{len(plan.search_items)} search items, {len(plan.heldout_items)} held-out; study {plan.study_name}")
         return
     prefect_defaults(ws)
+    from mergeval.engine import stage_process
+
+    # the trials' stages in a process of their own, forked before any thread starts (cli/sweep.py)
+    stage_process.start(preload=not request.pool and request.generation.backend == "transformers")
     if request.pool:
         from mergeval.orchestration.deployments import need_server
 

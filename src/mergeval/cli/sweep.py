@@ -142,7 +142,7 @@ def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> 
     A re-run that finds every answer and grade saved, with no Prefect server configured, only
     ranks and writes the run folder: Prefect's temporary server would show it to no one.
     """
-    from mergeval.engine import merge_server, stages
+    from mergeval.engine import merge_server, stage_process, stages
     from mergeval.orchestration.early_server import prefect_server_starting, server_may_be_configured
     from mergeval.runs.lookup import finished_runs
 
@@ -156,13 +156,16 @@ def sweep(ctx: click.Context, pool: str | None, sequential: bool, **options) -> 
         if stages.nothing_left(plan):
             report_outcome(rank_finished_sweep(request, plan), "sweep")
             return
+    # The stages' own process (engine/stage_process.py), forked before this one starts a thread;
+    # it imports what models answer with while this one imports Prefect.
+    stage_process.start(preload=request.generation.backend == "transformers")
     # The inputs are checked on a thread of their own from the start: Prefect's import and the
     # server's lease fill that thread's waits (the merge server's recipe checks, reading files).
     planning = None if plan else in_background(check_sweep_inputs, request)
     try:
         with prefect_server_starting() as server:  # on the other core, while the inputs are checked
             flow = load_flow(request.ws)  # Prefect's and the flow's imports, while `planning` checks
-            plan = plan or planned(planning, request)
+            plan = plan or planning.result()  # bad input: its SystemExit (status 2) or usage error
             if server.temporary and stages.nothing_left(plan):
                 raise NothingLeft  # the server is stopped at once: nobody could watch it
             if not request.pool and any(stages.needs_build(plan, c) for c in plan.candidates):
@@ -182,17 +185,6 @@ def in_background(fn, *args) -> Future:
         return pool.submit(fn, *args)
     finally:
         pool.shutdown(wait=False)  # its one thread ends with fn
-
-
-def planned(planning: Future, request):
-    """The plan check_sweep_inputs makes in `planning`, once this thread has imported the flow: a
-    recipe checked for the first time waits for the merge server's imports (merge_server.call),
-    and this thread's imports fill that wait instead of following it."""
-    if not planning.done() and request.generation.backend == "transformers":
-        # still waiting: what this process loads models with next (the answers, a local judge)
-        import transformers.modeling_utils  # noqa: F401
-        import transformers.models.auto.tokenization_auto  # noqa: F401
-    return planning.result()  # bad input: its SystemExit (status 2) or usage error, raised here
 
 
 class NothingLeft(Exception):

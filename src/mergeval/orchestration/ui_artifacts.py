@@ -14,8 +14,10 @@ import contextvars
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 _progress_ids: dict[str, object] = {}  # flow run id → its progress artifact, updated in place
@@ -60,6 +62,8 @@ def _write_progress(run_id: str, done: int, total: int) -> None:
 
 def ranking_rows(ranking: pd.DataFrame, comparisons: pd.DataFrame | None = None) -> list[dict]:
     """The ranking as JSON-safe rows (Prefect tables reject NaN), intervals as text."""
+    import pandas as pd
+
     from mergeval.report.markdown import interval, rank_range
     from mergeval.report.rank import best_rows
 
@@ -90,26 +94,36 @@ def summary_markdown(run_dir: Path, ranking: pd.DataFrame, comparisons: pd.DataF
     return "\n".join(lines)
 
 
+def views(run_dir: Path) -> tuple[list[dict] | None, str]:
+    """The ranking's rows (None: nothing was graded) and the summary's markdown, read from the
+    run folder. Called through engine/stage_process.py: pandas is imported there, not in the
+    flow's process, which would import it for this alone."""
+    import pandas as pd
+
+    ranking = pd.read_csv(run_dir / "ranking.csv")
+    comparisons = pd.read_csv(run_dir / "comparisons.csv")
+    if "ci_low" not in ranking:  # nothing was graded: there is no ranking to show
+        return None, f"# mergeval sweep `{run_dir.name}`\n\nNo model was fully graded; see `{run_dir / 'report.md'}`."
+    return ranking_rows(ranking, comparisons), summary_markdown(run_dir, ranking, comparisons)
+
+
 def publish(run_dir: str | Path) -> None:
     """A table artifact with the ranking and a markdown artifact with the summary."""
     if _flow_run_id() is None:
         return
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+    from mergeval.engine import stage_process
+
     if _writer:  # the progress bar reaches its end before the ranking appears: behind the updates
         _writer.submit(int).result()
 
     run_dir = Path(run_dir)
     try:
-        ranking = pd.read_csv(run_dir / "ranking.csv")
-        comparisons = pd.read_csv(run_dir / "comparisons.csv")
-        if "ci_low" not in ranking:  # nothing was graded: there is no ranking to show
-            create_markdown_artifact(f"# mergeval sweep `{run_dir.name}`\n\nNo model was fully graded; see "
-                                     f"`{run_dir / 'report.md'}`.", key="mergeval-summary")
-            return
-        create_table_artifact(ranking_rows(ranking, comparisons), key="mergeval-ranking",
-                              description=f"Ranking of {run_dir.name} (95 % bootstrap intervals)")
-        create_markdown_artifact(summary_markdown(run_dir, ranking, comparisons), key="mergeval-summary",
-                                 description=f"Summary of {run_dir.name}")
+        rows, summary = stage_process.call(views, run_dir)
+        if rows is not None:
+            create_table_artifact(rows, key="mergeval-ranking",
+                                  description=f"Ranking of {run_dir.name} (95 % bootstrap intervals)")
+        create_markdown_artifact(summary, key="mergeval-summary", description=f"Summary of {run_dir.name}")
     except Exception as e:
         log.warning("could not publish the ranking artifacts: %s", e)
