@@ -39,6 +39,12 @@ def odd():
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
+def library_logs(n, log):
+    import logging
+    logging.getLogger("transformers.models.fake").warning("loaded %d shards", n)
+    logging.getLogger("elsewhere").warning("not forwarded")
+    return n
+
 def seen(plan):
     return id(plan), plan.judge_fingerprint
 
@@ -79,6 +85,26 @@ def test_calls_at_once_each_get_their_own_lines_and_result(tmp_path):
     """, tmp_path)
     assert result["tags"] == list("abcdef")
     assert result["logs"] == {t: [f"{t} one", f"{t} two"] for t in "abcdef"}
+
+
+def test_records_of_prefects_extra_loggers_come_back_to_the_caller(tmp_path):
+    """Prefect shows the loggers named in PREFECT_LOGGING_EXTRA_LOGGERS (transformers, mergekit)
+    in the UI: logged in the worker, their records are handled here, in the calling task."""
+    [result] = run_program("""
+        import logging
+        os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = "mergekit,transformers"
+        worker = stage_process.start(preload=False)
+        seen_here = []
+        class Keep(logging.Handler):
+            def emit(self, record):
+                seen_here.append([record.name, record.getMessage(), record.process, threading.get_ident()])
+        logging.getLogger().addHandler(Keep())
+        stage_process.call(library_logs, 3, log=lambda line: None)
+        out(records=seen_here, worker=worker.pid, here=threading.get_ident())
+    """, tmp_path)
+    [[name, message, process, thread]] = result["records"]
+    assert (name, message, process) == ("transformers.models.fake", "loaded 3 shards", result["worker"])
+    assert thread == result["here"]  # handled on the caller's thread: its task's context
 
 
 def test_an_exception_there_is_raised_here_with_the_workers_traceback(tmp_path):

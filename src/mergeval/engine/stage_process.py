@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import importlib
 import itertools
+import logging
 import os
 import pickle
 import queue
@@ -102,7 +103,10 @@ class StageProcess:
             rid = next(self._ids)
             self._waiting[rid] = replies
             args = tuple(self._once(arg) for arg in args)
-            self._conn.send((rid, fn.__module__, fn.__qualname__, args, kwargs, log is not None))
+            try:
+                self._conn.send((rid, fn.__module__, fn.__qualname__, args, kwargs, log is not None))
+            except OSError as e:  # it ended a moment ago: the reader is about to say how
+                raise StageProcessDied(f"the stage process (pid {self.pid}) is gone: {e}") from e
             if self._reader is None:  # started here, not in __init__: no thread before Prefect's own
                 self._reader = threading.Thread(target=self._read, name="stage-process-reader", daemon=True)
                 self._reader.start()
@@ -111,6 +115,8 @@ class StageProcess:
                 kind, value = replies.get()
                 if kind == "log":
                     log(value)
+                elif kind == "record":  # a library's own log record: through this process's handlers
+                    logging.getLogger(value["name"]).handle(logging.makeLogRecord(value))
                 elif kind == "result":
                     return value
                 else:
@@ -171,7 +177,10 @@ def _serve(conn: Connection, preload: bool) -> None:
         with sending:
             conn.send(message)
 
+    calls = {}  # thread id → the request it runs, for the records its libraries log
+
     def run(rid: int, module: str, name: str, args: tuple, kwargs: dict, logs: bool) -> None:
+        calls[threading.get_ident()] = rid
         try:
             fn = getattr(importlib.import_module(module), name)
             if logs:
@@ -179,6 +188,11 @@ def _serve(conn: Connection, preload: bool) -> None:
             send((rid, "result", fn(*args, **kwargs)))
         except BaseException as e:  # noqa: BLE001 - every failure goes back to the caller's task
             send((rid, "error", _portable(e)))
+        finally:
+            calls.pop(threading.get_ident(), None)
+
+    _forward_library_logs(lambda record: (rid := calls.get(record.thread)) is not None
+                          and send((rid, "record", _plain(record))))
 
     if preload:
         threading.Thread(target=_preload, daemon=True).start()
@@ -202,6 +216,31 @@ def _serve(conn: Connection, preload: bool) -> None:
             threading.Thread(target=run, args=(rid, module, name, args, kwargs, logs), daemon=True).start()
     finally:
         os._exit(0)  # the command has gone: its stages' results have no one to go to
+
+
+class _Forward(logging.Handler):
+    def __init__(self, forward):
+        super().__init__()
+        self.forward = forward
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.forward(record)
+
+
+def _forward_library_logs(forward) -> None:
+    """The loggers Prefect shows in the UI beside the flow's own (PREFECT_LOGGING_EXTRA_LOGGERS,
+    e.g. transformers): their records go back to the call's task, as if logged there."""
+    handler = _Forward(forward)
+    for name in filter(None, os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "").split(",")):
+        logging.getLogger(name.strip()).addHandler(handler)
+
+
+def _plain(record: logging.LogRecord) -> dict:
+    """A record that pickles: its message formatted, its traceback as text."""
+    plain = dict(record.__dict__, msg=record.getMessage(), args=None, exc_info=None)
+    if record.exc_info:
+        plain["exc_text"] = logging.Formatter().formatException(record.exc_info)
+    return plain
 
 
 def _preload() -> None:
