@@ -95,5 +95,5 @@ def sweep(
     _log(f"report: {run_dir}/report.md")
     if failures:
         raise SweepFailed(run_dir, len(failures))
-    stages.check_mostly_scored(plan, graded, run_dir)  # a mostly unscored ranking is no result
+    stages.check_mostly_scored(run_dir)  # a mostly unscored ranking is no result
     return run_dir

@@ -201,7 +201,7 @@ def rank_finished_sweep(request, plan) -> str | SweepFailed:
     with workspace_lock(request.ws.state):  # one sweep per workspace, as in the flow
         run_dir = stages.run_direct(plan, request.settings_record(plan), log=click.echo, keep=request.keep)
     try:
-        stages.check_mostly_scored(plan, list(plan.candidates), run_dir)
+        stages.check_mostly_scored(run_dir)
     except SweepFailed as e:
         return e
     return str(run_dir)

@@ -7,6 +7,7 @@ returns a small summary dict; the outputs themselves live in the workspace's sta
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -180,24 +181,20 @@ def mean_score(plan: SweepPlan, cand: Candidate) -> float:
     return sum(s * w for s, w in scored) / sum(w for _, w in scored) if scored else float("-inf")
 
 
-def unscored_count(plan: SweepPlan, graded: list[Candidate]) -> tuple[int, int, str | None]:
-    """(unscored grades, all grades, the first unscored one's reason) over the graded models."""
-    unscored, total, first = 0, 0, None
-    for cand in graded:
-        for g in load_grades(plan, cand).values():
-            total += 1
-            if g["score"] is None:
-                unscored += 1
-                first = first or g["unscored_reason"]
-    return unscored, total, first
+def unscored_record(records: list[dict]) -> dict:
+    """run.json's "unscored": how many of the ranked models' grades are unscored, and the first
+    one's reason (check_mostly_scored reads it, instead of every grade again)."""
+    unscored = [r for r in records if r["score"] is None]
+    return {"grades": len(unscored), "of": len(records),
+            "first_reason": unscored[0]["unscored_reason"] if unscored else None}
 
 
-def check_mostly_scored(plan: SweepPlan, graded: list[Candidate], run_dir) -> None:
+def check_mostly_scored(run_dir) -> None:
     """Raise MostlyUnscored when more than half the grades are unscored (after the run folder
     is written, so the report says which and why)."""
-    unscored, total, first = unscored_count(plan, graded)
-    if total and unscored * 2 > total:
-        raise MostlyUnscored(str(run_dir), unscored, total, first or "no reason recorded")
+    counts = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))["unscored"]
+    if counts["of"] and counts["grades"] * 2 > counts["of"]:
+        raise MostlyUnscored(str(run_dir), counts["grades"], counts["of"], counts["first_reason"] or "no reason recorded")
 
 
 def prune(plan: SweepPlan, graded: list[Candidate], keep: str, log=print) -> list[str]:
@@ -231,7 +228,7 @@ def finish(plan: SweepPlan, graded: list[Candidate], stats: dict, failures: list
     frame = pd.DataFrame(records, columns=["model", "item_id", "skill", "weight", "score"]) if records else None
     ranking = rank(frame, graded) if records else pd.DataFrame(columns=["model", "rank", "score", "kind"])
     return write_run(plan, records, ranking, stats, failures, settings, started, plan.workspace.reports,
-                     extras=extras, run_extra=run_extra)
+                     extras=extras, run_extra={"unscored": unscored_record(records), **(run_extra or {})})
 
 
 def models_direct(plan: SweepPlan, stats: dict, log=lambda message: None):
