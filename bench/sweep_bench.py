@@ -206,7 +206,9 @@ def bench_prefect_overhead(world: Path, root: Path, repeats: int = 3, api_url: s
                 times.append(timed(run))
         p, d = statistics.median(prefect), statistics.median(direct)
         out[mode] = {"prefect_s": round(p, 2), "direct_s": round(d, 2), "ratio": round(p / d, 3),
-                     "prefect_runs_s": [round(x, 2) for x in prefect], "direct_runs_s": [round(x, 2) for x in direct]}
+                     "prefect_runs_s": [round(x, 2) for x in prefect], "direct_runs_s": [round(x, 2) for x in direct],
+                     # each round's two runs, back to back: the host's drift between rounds cancels
+                     "round_ratios": [round(a / b, 3) for a, b in zip(prefect, direct)]}
     return out
 
 
@@ -273,6 +275,7 @@ def main() -> None:
     parser.add_argument("--direct", type=Path, help=argparse.SUPPRESS)  # the baseline's own process
     parser.add_argument("--overlap", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="+", help="run only these figures (e.g. prefect_vs_direct rerun)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each side per Prefect-vs-direct figure")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                         help="items per generate() call in the sweeps, Prefect and direct alike")
     args = parser.parse_args()
@@ -291,8 +294,8 @@ def main() -> None:
         "rerun": lambda: bench_rerun(world, root),
         "rerun_with_server": lambda: bench_rerun_server(world, root),
         "batching": lambda: bench_batching(world),
-        "prefect_vs_direct": lambda: bench_prefect_overhead(world, root),
-        "prefect_vs_direct_warm": lambda: bench_prefect_overhead(world, root, warm=True),
+        "prefect_vs_direct": lambda: bench_prefect_overhead(world, root, args.repeats),
+        "prefect_vs_direct_warm": lambda: bench_prefect_overhead(world, root, args.repeats, warm=True),
         "prefect_vs_direct_with_server": lambda: bench_prefect_overhead_server(world, root),
         "build_vs_mergekit_yaml": lambda: bench_build_vs_mergekit(world, root),
         "merge_server_call": bench_merge_server_call,

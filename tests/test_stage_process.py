@@ -136,16 +136,18 @@ def test_a_worker_that_dies_fails_its_call_and_later_calls_run_here(tmp_path):
     assert after["got"]["pid"] == after["here"]
 
 
-def test_a_plan_crosses_once(tmp_path):
+def test_a_plan_crosses_once_and_another_replaces_it(tmp_path):
     [result] = run_program("""
         stage_process.start(preload=False)
         plan = SweepPlan(workspace=None, configs=Path("c"), items_dir=Path("i"), judge_file=Path("j"), items=(),
                          judge=None, judge_fingerprint="fp", generation=None, candidates=(), recipes=())
+        other = SweepPlan(workspace=None, configs=Path("c"), items_dir=Path("i"), judge_file=Path("j"), items=(),
+                          judge=None, judge_fingerprint="other", generation=None, candidates=(), recipes=())
         first, second = stage_process.call(seen, plan), stage_process.call(seen, plan)
-        out(first=first, second=second)
+        out(first=first, second=second, other=stage_process.call(seen, other), again=stage_process.call(seen, plan))
     """, tmp_path)
     assert result["first"] == result["second"]  # the same object there: sent with the first call only
-    assert result["first"][1] == "fp"
+    assert result["first"][1] == "fp" and result["other"][1] == "other" and result["again"][1] == "fp"
 
 
 def test_no_worker_is_forked_from_a_process_running_threads(tmp_path):

@@ -1,6 +1,6 @@
-"""The sweep's stage bodies in a process of their own, forked by `mergeval sweep` at its start.
+"""The stage bodies in a process of their own, forked by `mergeval sweep` and `search` at their start.
 
-    stage_process.start()                                   # cli/sweep.py, before any thread
+    stage_process.start(preload=True)                       # cli/sweep.py, before any thread
     stage_process.call(stages.answer_stage, plan, cand, log=log)   # there if started, else here
 
 Why: in one process, Prefect's client (its task engine, its event and log threads) and the
@@ -79,7 +79,7 @@ class StageProcess:
         self._waiting: dict[int, queue.SimpleQueue] = {}
         self.died: str | None = None
         self._reader: threading.Thread | None = None
-        self._plans: dict[int, SweepPlan] = {}  # sent to the worker, by id
+        self._plan: tuple[int, SweepPlan] | None = None  # the last plan sent, and its key
         atexit.register(self.stop)
 
     def stop(self) -> None:
@@ -126,14 +126,15 @@ class StageProcess:
                 self._waiting.pop(rid, None)
 
     def _once(self, arg):
-        """A plan crosses once, with the first call that takes it; later calls name it (pickling
-        and reading it again cost ≈4 ms a call on the toy sweep)."""
+        """The plan crosses with the first call that takes it; the calls after it that take the
+        same plan name it (pickling and reading it again cost ≈4 ms a call on the toy sweep).
+        One plan is kept on each side, the last sent: a sweep has one, a search one per trial."""
         if not isinstance(arg, SweepPlan):
             return arg
-        if id(arg) in self._plans:
-            return _Sent(id(arg))
-        self._plans[id(arg)] = arg  # kept, so that its id is not another object's later
-        return _Sent(id(arg), arg)
+        if self._plan is not None and self._plan[1] is arg:
+            return _Sent(self._plan[0])
+        self._plan = (next(self._ids), arg)
+        return _Sent(self._plan[0], arg)
 
     def _read(self) -> None:
         while True:
@@ -196,12 +197,15 @@ def _serve(conn: Connection, preload: bool) -> None:
 
     if preload:
         threading.Thread(target=_preload, daemon=True).start()
-    kept = {}  # _Sent key → value, filled in the order the requests were sent
+    kept = {}  # the last _Sent value: its key → it (resolved in the order the requests came)
 
     def resolved(arg):
-        if isinstance(arg, _Sent):
-            return kept.setdefault(arg.key, arg.value)
-        return arg
+        nonlocal kept
+        if not isinstance(arg, _Sent):
+            return arg
+        if arg.value is not None:
+            kept = {arg.key: arg.value}
+        return kept[arg.key]
 
     try:
         while True:
