@@ -31,10 +31,10 @@ from bench.sweep_bench import direct_sweep, fresh, timed  # noqa: E402
 from tests.sweep_helpers import migrated_prefect_db, sweep_env  # noqa: E402
 
 
-def cli_sweep(ws: Path, src: Path | None, sequential: bool) -> None:
+def cli_sweep(ws: Path, src: Path | None, sequential: bool, home: Path) -> None:
     cmd = [sys.executable, "-m", "mergeval.cli.main", "--workspace", str(ws), "sweep", "--keep", "all",
            *(["--sequential"] if sequential else [])]
-    env = sweep_env(ws)
+    env = sweep_env(ws, home)  # a Prefect home per side: each its own temporary server, of its own code
     if src:  # the base commit's package, found before the editable install's
         env["PYTHONPATH"] = str(src)
     subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=tempfile.gettempdir())
@@ -60,8 +60,8 @@ def main() -> None:
     try:
         for mode in args.modes:
             sequential = mode == "sequential"
-            sides = {"head": lambda ws: cli_sweep(ws, None, sequential),
-                     "base": lambda ws: cli_sweep(ws, base / "src", sequential),
+            sides = {"head": lambda ws: cli_sweep(ws, None, sequential, root / "home-head"),
+                     "base": lambda ws: cli_sweep(ws, base / "src", sequential, root / "home-base"),
                      "direct": lambda ws: direct_sweep(ws, overlap=not sequential)}
             for name, run in sides.items():  # warm-up: leaves the servers up, untimed
                 run(fresh(world, root, f"warm-{name}-{mode}"))
