@@ -186,7 +186,7 @@ def unscored_record(records: list[dict]) -> dict:
     one's reason (check_mostly_scored reads it, instead of every grade again)."""
     unscored = [r for r in records if r["score"] is None]
     return {"grades": len(unscored), "of": len(records),
-            "first_reason": unscored[0]["unscored_reason"] if unscored else None}
+            "first_reason": next((r["unscored_reason"] for r in unscored if r["unscored_reason"]), None)}
 
 
 def check_mostly_scored(run_dir) -> None:
