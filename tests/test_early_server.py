@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from hostile_world import make_world
 from sweep_helpers import copy_world, make_toy_world, shrink_world, sweep_cmd, sweep_env
@@ -142,35 +140,6 @@ def test_a_server_whose_prefect_home_is_removed_stops(tmp_path):
     finally:
         holder.kill()
         holder.wait()
-
-
-def test_a_serving_server_yields_the_cpu_to_the_work(tmp_path):
-    """Once it serves, the server's threads (those it starts later too) run at nice +5: its
-    bookkeeping waits for a core that merges and answers need, not the other way round."""
-    env = {**sweep_env(tmp_path, tmp_path / "home"), "MERGEVAL_PREFECT_SERVER_IDLE_S": "600"}
-    holder = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER], env=env, stdout=subprocess.PIPE, text=True)
-    try:
-        pid = int(holder.stdout.readline().split()[0])
-        assert holder.stdout.readline().strip() == "healthy"
-        wanted = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
-        deadline = time.monotonic() + 30
-        while set(thread_nices(pid)) != {wanted} and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert set(thread_nices(pid)) == {wanted}, thread_nices(pid)
-    finally:
-        holder.kill()
-        holder.wait()
-        shutil.rmtree(tmp_path / "home")  # the server stops when its home is gone (the test above)
-
-
-def thread_nices(pid: int) -> list[int]:
-    nices = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            nices.append(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
-        except FileNotFoundError:  # a thread that has just ended
-            pass
-    return nices
 
 
 def test_a_configured_server_is_noticed_without_importing_prefect(tmp_path, monkeypatch):

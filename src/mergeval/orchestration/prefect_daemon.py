@@ -84,21 +84,7 @@ def _build_routes(server, port: int) -> None:
         connection.getresponse().read()
         connection.close()
     except OSError:  # stopping already: nothing to build for
-        return
-    _yield_to_the_work()
-
-
-def _yield_to_the_work() -> None:
-    """Once serving, this server's threads run at a lower priority (nice +5): what it does
-    during a sweep, recording the events the flow sends (≈1.5 CPU-s a toy sweep), waits for
-    nothing of the sweep's, while the merges and answers wait for their core. On a box with a
-    core to spare, nothing changes. Before it serves it runs as fast as anything: the flow
-    waits for it then. (Linux keeps a nice value per thread; new threads take their creator's.)"""
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, int(tid), min(19, os.getpriority(os.PRIO_PROCESS, int(tid)) + 5))
-        except (ProcessLookupError, PermissionError):  # a thread that has just ended
-            pass
+        pass
 
 
 def _stop_when_unleased(server, folder: Path, key: str, idle_s: float) -> None:
