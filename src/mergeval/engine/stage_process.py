@@ -87,8 +87,11 @@ class StageProcess:
         that no process of this command outlives it. (Closing the pipe would not do: the reader
         thread's pending recv holds it open.)"""
         with self._lock:
-            if not self.died:
-                self._conn.send(None)
+            try:
+                if not self.died:
+                    self._conn.send(None)
+            except OSError:  # it ended a moment ago, before the reader saw it: nothing to tell
+                pass
         try:
             os.waitpid(self.pid, 0)
         except ChildProcessError:  # the reader thread reaped it
